@@ -1,0 +1,199 @@
+import { createReadStream } from "node:fs";
+import { posix } from "node:path";
+import { Parser, type ReadEntry } from "tar";
+
+import { PpaLoadError, errorMessage } from "../errors.js";
+
+export type EntryKind =
+  "manifest.yaml" | "manifest.json" | "image" | "chart" | "other";
+
+export interface ArchiveEntry {
+  /** The entry path, normalized: no leading `./`, forward slashes. */
+  path: string;
+  kind: EntryKind;
+  size: number;
+  /** The entry's bytes. Read them fully, or call `skip()`. */
+  body: ReadEntry;
+  skip(): void;
+}
+
+/**
+ * Normalizes an archive entry path. Returns undefined for a path that is
+ * absolute or climbs out with `..`, which this tool never follows.
+ */
+export function normalizeEntryPath(path: string): string | undefined {
+  const slashed = path.replace(/\\/g, "/");
+  if (slashed.startsWith("/") || /^[a-zA-Z]:\//.test(slashed)) return undefined;
+  const normalized = posix.normalize(slashed).replace(/^(\.\/)+/, "");
+  if (normalized === ".." || normalized.startsWith("../")) return undefined;
+  return normalized.replace(/\/$/, "");
+}
+
+/** Classifies an entry by where PPA archives put each kind of file. */
+export function classifyEntry(path: string): EntryKind {
+  if (path === "manifest.yaml" || path === "manifest.yml")
+    return "manifest.yaml";
+  if (path === "manifest.json") return "manifest.json";
+  const name = posix.basename(path);
+  if (name.startsWith("._")) return "other";
+  if (path.startsWith("images/")) return "image";
+  if (path.startsWith("charts/") && /\.(tgz|tar\.gz)$/.test(name))
+    return "chart";
+  return "other";
+}
+
+/**
+ * Reads a (possibly gzipped) tar file once, front to back, yielding its
+ * regular-file entries one at a time. The reader waits while the consumer
+ * works on an entry, so memory stays bounded by one read chunk whatever the
+ * archive size. Entries that are not regular files, or whose path is unsafe,
+ * are passed to `onSkipped` and not yielded.
+ */
+export async function* readArchiveEntries(
+  file: string,
+  options: {
+    signal?: AbortSignal;
+    onSkipped?: (path: string, reason: string) => void;
+  } = {},
+): AsyncGenerator<ArchiveEntry> {
+  const pending: ReadEntry[] = [];
+  let wake: (() => void) | undefined;
+  let finished = false;
+  let failure: unknown;
+
+  const notify = () => {
+    wake?.();
+    wake = undefined;
+  };
+
+  const parser = new Parser({
+    strict: true,
+    onReadEntry: (entry) => {
+      pending.push(entry);
+      notify();
+    },
+  });
+  const fail = (error: PpaLoadError) => {
+    failure ??= error;
+    finished = true;
+    notify();
+  };
+  const onTarProblem = (error: Error & { code?: string }) =>
+    fail(
+      new PpaLoadError(
+        "ARCHIVE_UNREADABLE",
+        `${file}: not a readable tar archive: ${error.message}`,
+        {
+          cause: error,
+          hint: "check that the file is a complete .tgz, e.g. with tar -tzf",
+        },
+      ),
+    );
+  parser.on("error", onTarProblem);
+  parser.on("abort", onTarProblem);
+  parser.on("end", () => {
+    finished = true;
+    notify();
+  });
+
+  const source = createReadStream(file);
+  source.on("error", (error) => fail(readFailure(file, error)));
+  const onAbort = () => {
+    source.destroy();
+    fail(new PpaLoadError("ABORTED", "the import was cancelled"));
+  };
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  source.pipe(parser);
+
+  try {
+    while (true) {
+      if (failure) throw failure;
+      const entry = pending.shift();
+      if (!entry) {
+        if (finished) break;
+        await new Promise<void>((resolve) => (wake = resolve));
+        continue;
+      }
+      const path = normalizeEntryPath(entry.path);
+      if (path === undefined) {
+        options.onSkipped?.(
+          entry.path,
+          "path is absolute or leaves the archive",
+        );
+        entry.resume();
+        continue;
+      }
+      if (
+        entry.type !== "File" &&
+        entry.type !== "OldFile" &&
+        entry.type !== "ContiguousFile"
+      ) {
+        if (entry.type !== "Directory") {
+          options.onSkipped?.(path, `${entry.type} entries are not imported`);
+        }
+        entry.resume();
+        continue;
+      }
+      yield {
+        path,
+        kind: classifyEntry(path),
+        size: entry.size ?? 0,
+        body: entry,
+        skip: () => entry.resume(),
+      };
+      // A consumer that stopped reading early must not stall the archive.
+      entry.resume();
+    }
+    if (failure) throw failure;
+  } finally {
+    options.signal?.removeEventListener("abort", onAbort);
+    if (!finished) source.destroy();
+  }
+}
+
+function readFailure(file: string, error: unknown): PpaLoadError {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === "ENOENT") {
+    return new PpaLoadError(
+      "ARCHIVE_UNREADABLE",
+      `archive not found: ${file}`,
+      {
+        hint: "check the --archive path",
+      },
+    );
+  }
+  if (code === "EISDIR") {
+    return new PpaLoadError(
+      "ARCHIVE_UNREADABLE",
+      `${file} is a folder, not an archive`,
+      {
+        hint: "give the .tgz file that Passport Advantage delivered",
+      },
+    );
+  }
+  return new PpaLoadError(
+    "ARCHIVE_UNREADABLE",
+    `${file}: cannot read the archive: ${errorMessage(error)}`,
+    {
+      cause: error,
+      hint: "check that the file is a complete .tgz, e.g. with tar -tzf",
+    },
+  );
+}
+
+/** Reads a whole entry into memory, failing past `limit` bytes. */
+export async function readEntryText(
+  entry: ArchiveEntry,
+  limit = 16 * 1024 * 1024,
+): Promise<string> {
+  if (entry.size > limit) {
+    entry.skip();
+    throw new PpaLoadError(
+      "MANIFEST_INVALID",
+      `${entry.path} is ${entry.size} bytes, larger than the ${limit}-byte limit for a manifest`,
+    );
+  }
+  const chunks: Buffer[] = [];
+  for await (const chunk of entry.body) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString("utf8");
+}

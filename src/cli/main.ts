@@ -1,0 +1,206 @@
+import { Command, CommanderError, Option } from "commander";
+import { readFileSync } from "node:fs";
+import { text } from "node:stream/consumers";
+
+import { ExitCode, PpaLoadError } from "../errors.js";
+import { importArchive } from "../import.js";
+import { inspectArchive } from "../inspect.js";
+import { formatPlatform } from "../events.js";
+import { ProgressRenderer, formatError, formatSummary } from "./render.js";
+
+interface ImportFlags {
+  archive: string;
+  namespace: string;
+  registry?: string;
+  outputDir: string;
+  username?: string;
+  passwordStdin?: boolean;
+  insecure?: boolean;
+  quiet?: boolean;
+  verbose?: boolean;
+}
+
+function version(): string {
+  const url = new URL("../../package.json", import.meta.url);
+  return (JSON.parse(readFileSync(url, "utf8")) as { version: string }).version;
+}
+
+async function readPassword(stdin: NodeJS.ReadableStream): Promise<string> {
+  const value = (await text(stdin)).replace(/\r?\n$/, "");
+  if (!value) {
+    throw new PpaLoadError(
+      "USAGE",
+      "--password-stdin was given but standard input was empty",
+      {
+        hint: 'pipe the password in, e.g. printf %s "$PASSWORD" | ppa-load ... --password-stdin',
+      },
+    );
+  }
+  return value;
+}
+
+async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
+  const renderer = new ProgressRenderer({
+    stream: io.stderr,
+    quiet: flags.quiet,
+    verbose: flags.verbose,
+  });
+  try {
+    const password = flags.passwordStdin
+      ? await readPassword(io.stdin)
+      : undefined;
+    const result = await importArchive({
+      archive: flags.archive,
+      namespace: flags.namespace,
+      registry: flags.registry ?? "",
+      outputDir: flags.outputDir,
+      username: flags.username,
+      password,
+      insecure: flags.insecure,
+      onEvent: renderer.handle,
+    });
+    renderer.stop();
+    io.stdout.write(`${formatSummary(result)}\n`);
+    if (result.failures.length === 0) return ExitCode.success;
+    return result.published.length +
+      result.lists.length +
+      result.charts.length >
+      0
+      ? ExitCode.partial
+      : ExitCode.failure;
+  } catch (error) {
+    renderer.stop();
+    io.stderr.write(`${formatError(error)}\n`);
+    return error instanceof PpaLoadError ? error.exitCode : ExitCode.failure;
+  }
+}
+
+async function runInspect(
+  flags: { archive: string; namespace?: string; registry?: string },
+  io: CliIO,
+): Promise<number> {
+  try {
+    const result = await inspectArchive(flags);
+    const { plan } = result;
+    const lines = [
+      `${flags.archive}: manifests ${result.manifests.join(", ") || "none"}`,
+    ];
+    for (const ref of plan.references) {
+      lines.push(
+        `  image ${ref.source} (${ref.tarball}, ${formatPlatform(ref.platform)}) -> ${ref.target.repository}:${ref.target.tag}`,
+      );
+    }
+    for (const list of plan.lists) {
+      lines.push(
+        `  manifest list ${list.source} -> ${list.target.repository}:${list.target.tag}`,
+      );
+    }
+    for (const chart of plan.charts) lines.push(`  chart ${chart.entry}`);
+    for (const skipped of plan.skipped)
+      lines.push(`  skipped ${skipped.item}: ${skipped.reason}`);
+    for (const warning of plan.warnings) lines.push(`  warning: ${warning}`);
+    for (const error of plan.errors) lines.push(`  problem: ${error}`);
+    io.stdout.write(`${lines.join("\n")}\n`);
+    return plan.errors.length > 0 ? ExitCode.failure : ExitCode.success;
+  } catch (error) {
+    io.stderr.write(`${formatError(error)}\n`);
+    return error instanceof PpaLoadError ? error.exitCode : ExitCode.failure;
+  }
+}
+
+export interface CliIO {
+  stdin: NodeJS.ReadableStream;
+  stdout: NodeJS.WriteStream;
+  stderr: NodeJS.WriteStream;
+  env: NodeJS.ProcessEnv;
+}
+
+function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
+  const program = new Command("ppa-load")
+    .description(
+      "Import IBM Passport Advantage (PPA) archives into container registries.",
+    )
+    .version(version())
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => io.stdout.write(s),
+      writeErr: (s) => io.stderr.write(s),
+    });
+
+  program
+    .command("import", { isDefault: true })
+    .description(
+      "publish the archive's images to a registry and write its charts",
+    )
+    .requiredOption("--archive <file>", "PPA archive to import (.tgz)")
+    .requiredOption(
+      "--namespace <namespace>",
+      "registry path prefix for every image, e.g. team or team/product",
+    )
+    .addOption(
+      new Option("--registry <host[:port]>", "registry to push to").env(
+        "PPA_LOAD_REGISTRY",
+      ),
+    )
+    .option("--output-dir <dir>", "folder for the charts/ folder", "ppa-import")
+    .option(
+      "--username <user>",
+      "registry user, instead of the Docker config's credentials",
+    )
+    .option(
+      "--password-stdin",
+      "read the registry password from standard input",
+    )
+    .option(
+      "--insecure",
+      "use plain HTTP for a registry that is not on this machine",
+    )
+    .option("-q, --quiet", "print only errors and the summary")
+    .option("-v, --verbose", "print every registry request")
+    .action(async (flags: ImportFlags) => setExit(await runImport(flags, io)));
+
+  program
+    .command("inspect")
+    .description(
+      "show what an import would publish where, without contacting a registry",
+    )
+    .requiredOption("--archive <file>", "PPA archive to read (.tgz)")
+    .option(
+      "--namespace <namespace>",
+      "namespace to show in target names",
+      "namespace",
+    )
+    .addOption(
+      new Option(
+        "--registry <host[:port]>",
+        "registry to show in target names",
+      ).env("PPA_LOAD_REGISTRY"),
+    )
+    .action(async (flags) => setExit(await runInspect(flags, io)));
+
+  return program;
+}
+
+/** Runs the CLI with `argv` as process.argv gives it; returns the exit code. */
+export async function main(
+  argv: string[],
+  io: CliIO = {
+    stdin: process.stdin,
+    stdout: process.stdout,
+    stderr: process.stderr,
+    env: process.env,
+  },
+): Promise<number> {
+  let exitCode: number = ExitCode.success;
+  const program = buildProgram(io, (code) => (exitCode = code));
+  try {
+    await program.parseAsync(argv);
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      if (error.exitCode === 0) return ExitCode.success;
+      return ExitCode.usage;
+    }
+    throw error;
+  }
+  return exitCode;
+}

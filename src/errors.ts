@@ -1,0 +1,60 @@
+/**
+ * Stable error codes. Scripts and tests match on these, never on message text.
+ */
+export type ErrorCode =
+  | "USAGE"
+  | "ARCHIVE_UNREADABLE"
+  | "IMAGE_TARBALL_INVALID"
+  | "MANIFEST_INVALID"
+  | "PLAN_INVALID"
+  | "REFERENCE_INVALID"
+  | "CREDENTIALS"
+  | "DOCKER"
+  | "REGISTRY"
+  | "CHART"
+  | "ABORTED";
+
+/** Process exit codes of the CLI. */
+export const ExitCode = {
+  success: 0,
+  failure: 1,
+  usage: 2,
+  partial: 3,
+} as const;
+
+export interface PpaLoadErrorOptions {
+  /** The next step for the user, printed after the message. */
+  hint?: string;
+  cause?: unknown;
+  /** Each problem when one error reports several at once. */
+  problems?: string[];
+}
+
+/** An error of this tool, with a stable code and the exit code the CLI uses. */
+export class PpaLoadError extends Error {
+  readonly code: ErrorCode;
+  readonly hint?: string;
+  readonly problems: string[];
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: PpaLoadErrorOptions = {},
+  ) {
+    super(message, { cause: options.cause });
+    this.name = "PpaLoadError";
+    this.code = code;
+    this.hint = options.hint;
+    this.problems = options.problems ?? [];
+  }
+
+  get exitCode(): number {
+    return this.code === "USAGE" ? ExitCode.usage : ExitCode.failure;
+  }
+}
+
+/** Returns the message of any thrown value. */
+export function errorMessage(error: unknown): string {
+  if (error instanceof Error) return error.message;
+  return String(error);
+}

@@ -1,0 +1,81 @@
+import type { EntryKind } from "./archive/entries.js";
+import type { Platform } from "./manifest/model.js";
+import type { Plan, SkippedItem } from "./plan.js";
+
+export type Phase =
+  "connect" | "read" | "plan" | "push" | "lists" | "charts" | "done";
+
+/** Progress of an import, delivered to `onEvent` as it happens. */
+export type ImportEvent =
+  | { type: "phase"; phase: Phase; message: string }
+  | { type: "entry"; path: string; kind: EntryKind; size: number }
+  | { type: "tarball-loaded"; tarball: string; images: LoadedImage[] }
+  | { type: "tarball-failed"; tarball: string; message: string }
+  | { type: "plan"; plan: Plan }
+  | { type: "reference-pushed"; reference: PublishedReference }
+  | { type: "list-pushed"; list: PublishedList }
+  | { type: "chart-written"; chart: WrittenChart }
+  | { type: "failure"; failure: Failure }
+  | { type: "warning"; message: string }
+  | { type: "request"; method: string; url: string; status: number };
+
+export interface LoadedImage {
+  imageId: string;
+  repoTags: string[];
+  platform: Platform;
+}
+
+export interface PublishedReference {
+  /** The name the manifest gives the image. */
+  source: string;
+  /** `REGISTRY/NAMESPACE/PATH:TAG`. */
+  target: string;
+  digest: string;
+  mediaType: string;
+  size: number;
+  platform: Platform;
+  tarball: string;
+}
+
+export interface PublishedList {
+  source: string;
+  target: string;
+  digest: string;
+  mediaType: string;
+  platforms: Platform[];
+}
+
+export interface WrittenChart {
+  entry: string;
+  path: string;
+}
+
+export interface Failure {
+  /** What failed: a target reference, a chart or a tarball entry. */
+  item: string;
+  code: string;
+  message: string;
+  hint?: string;
+}
+
+export interface ImportResult {
+  archive: string;
+  registry: string;
+  namespace: string;
+  published: PublishedReference[];
+  lists: PublishedList[];
+  charts: WrittenChart[];
+  skipped: SkippedItem[];
+  warnings: string[];
+  failures: Failure[];
+  /** Wall time of the import in milliseconds. */
+  durationMs: number;
+}
+
+export type EventListener = (event: ImportEvent) => void;
+
+export function formatPlatform(platform: Platform): string {
+  return [platform.os, platform.architecture, platform.variant]
+    .filter(Boolean)
+    .join("/");
+}

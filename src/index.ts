@@ -1,0 +1,34 @@
+export { importArchive, type ImportOptions } from "./import.js";
+export {
+  inspectArchive,
+  type InspectOptions,
+  type InspectResult,
+} from "./inspect.js";
+export type {
+  EventListener,
+  Failure,
+  ImportEvent,
+  ImportResult,
+  LoadedImage,
+  Phase,
+  PublishedList,
+  PublishedReference,
+  WrittenChart,
+} from "./events.js";
+export type {
+  Plan,
+  PlannedChart,
+  PlannedList,
+  PlannedReference,
+  SkippedItem,
+} from "./plan.js";
+export type {
+  ChartSpec,
+  ImageSpec,
+  Platform,
+  PublishManifest,
+  ReferenceSpec,
+} from "./manifest/model.js";
+export { PpaLoadError, ExitCode, type ErrorCode } from "./errors.js";
+export { RegistryError } from "./registry/errors.js";
+export { DockerEngine } from "./publish/docker-engine.js";

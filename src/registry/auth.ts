@@ -1,0 +1,128 @@
+import fetch from "node-fetch";
+
+import { PpaLoadError, errorMessage } from "../errors.js";
+import type { Credentials } from "./credentials.js";
+import { redactUrl } from "./errors.js";
+
+export interface Challenge {
+  scheme: string;
+  params: Record<string, string>;
+}
+
+/**
+ * Parses a `WWW-Authenticate` header, e.g.
+ * `Bearer realm="https://auth.example/token",service="registry"`.
+ */
+export function parseChallenge(header: string): Challenge | undefined {
+  const match = /^\s*([A-Za-z]+)\s*(.*)$/.exec(header);
+  if (!match) return undefined;
+  const params: Record<string, string> = {};
+  const paramRe = /([A-Za-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))/g;
+  for (const m of match[2].matchAll(paramRe)) {
+    params[m[1].toLowerCase()] = (m[2] ?? m[3]).replace(/\\(.)/g, "$1");
+  }
+  return { scheme: match[1].toLowerCase(), params };
+}
+
+export function basicHeader(
+  credentials: Credentials | undefined,
+): string | undefined {
+  if (!credentials || !("username" in credentials)) return undefined;
+  const pair = `${credentials.username}:${credentials.password}`;
+  return `Basic ${Buffer.from(pair).toString("base64")}`;
+}
+
+/**
+ * Fetches a bearer token from the realm of a challenge for the given scopes,
+ * as the distribution token specification describes: GET with basic
+ * credentials, or POST with a refresh token for an identity token.
+ */
+export async function fetchToken(
+  challenge: Challenge,
+  scopes: string[],
+  credentials: Credentials | undefined,
+  options: { agent?: unknown } = {},
+): Promise<{ token: string; expiresAt: number }> {
+  const realm = challenge.params.realm;
+  if (!realm) {
+    throw new PpaLoadError(
+      "REGISTRY",
+      "the registry asked for a bearer token but named no realm to get it from",
+    );
+  }
+  let url: URL;
+  try {
+    url = new URL(realm);
+  } catch {
+    throw new PpaLoadError(
+      "REGISTRY",
+      `the registry's token realm "${realm}" is not a URL`,
+    );
+  }
+
+  const service = challenge.params.service;
+  let response;
+  try {
+    if (credentials && "identityToken" in credentials) {
+      const form = new URLSearchParams({
+        grant_type: "refresh_token",
+        refresh_token: credentials.identityToken,
+        client_id: "ppa-load",
+        scope: scopes.join(" "),
+      });
+      if (service) form.set("service", service);
+      response = await fetch(url.toString(), {
+        method: "POST",
+        body: form,
+        agent: options.agent as any,
+      });
+    } else {
+      if (service) url.searchParams.set("service", service);
+      for (const scope of scopes) url.searchParams.append("scope", scope);
+      const authorization = basicHeader(credentials);
+      response = await fetch(url.toString(), {
+        headers: authorization ? { authorization } : {},
+        agent: options.agent as any,
+      });
+    }
+  } catch (error) {
+    throw new PpaLoadError(
+      "REGISTRY",
+      `cannot reach the token service at ${redactUrl(url.toString())}: ${errorMessage(error)}`,
+      {
+        hint: "the registry sends clients there to log in; check that this machine can reach it",
+      },
+    );
+  }
+
+  if (response.status === 401 || response.status === 403) {
+    throw new PpaLoadError(
+      "REGISTRY",
+      `the token service at ${redactUrl(url.toString())} rejected the credentials (${response.status})`,
+      {
+        hint: "check the user name and password, or log in again with docker login",
+      },
+    );
+  }
+  if (!response.ok) {
+    throw new PpaLoadError(
+      "REGISTRY",
+      `the token service at ${redactUrl(url.toString())} answered ${response.status}`,
+    );
+  }
+  const body = (await response.json()) as {
+    token?: string;
+    access_token?: string;
+    expires_in?: number;
+  };
+  const token = body.token ?? body.access_token;
+  if (!token) {
+    throw new PpaLoadError(
+      "REGISTRY",
+      `the token service at ${redactUrl(url.toString())} returned no token`,
+    );
+  }
+  // The token specification's default lifetime is 60 seconds.
+  const lifetime = (body.expires_in ?? 60) * 1000;
+  return { token, expiresAt: Date.now() + lifetime - 5000 };
+}
