@@ -248,7 +248,15 @@ export class RegistryClient {
       status: response.status,
       errors: decodeErrorBody(body),
       body,
+      hint: response.status === 401 ? this.#unauthorizedHint() : undefined,
     });
+  }
+
+  #unauthorizedHint(): string {
+    if (this.#credentials) {
+      return `${this.registry} rejected the credentials from ${this.#credentials.source}; check them, or log in again with docker login ${this.registry}`;
+    }
+    return `log in with docker login ${this.registry}, or give --username and --password-stdin`;
   }
 
   async #authorization(scopes: string[]): Promise<string | undefined> {
@@ -289,6 +297,7 @@ export class RegistryClient {
             message: `${this.registry} requires credentials`,
           },
         ],
+        hint: this.#unauthorizedHint(),
       });
     }
     // A bearer token may lack a scope the request needs; ask for a new one.
