@@ -11,6 +11,7 @@ import {
   ImageTarballInspector,
   type TarballContents,
 } from "./archive/image-tarball.js";
+import { countOf } from "./text.js";
 import { ChartStager, isSafeChartFileName } from "./charts/stage.js";
 import { PpaLoadError, errorMessage } from "./errors.js";
 import type {
@@ -33,12 +34,13 @@ import {
   type Plan,
   type PlannedList,
   type PlannedReference,
+  type SkippedItem,
   type TarballRecord,
   buildPlan,
 } from "./plan.js";
 import { DockerEngine } from "./publish/docker-engine.js";
 import { buildManifestList } from "./publish/manifest-list.js";
-import { checkHost, checkRepositoryPath } from "./reference.js";
+import { checkHost, checkReference, checkRepositoryPath } from "./reference.js";
 import { RegistryClient } from "./registry/client.js";
 import { type Credentials, findCredentials } from "./registry/credentials.js";
 
@@ -70,6 +72,8 @@ export interface ArchiveContents {
   tarballs: TarballRecord[];
   charts: ChartRecord[];
   manifestProblems: string[];
+  /** Archive entries that were not read, with the reason. */
+  skipped: SkippedItem[];
 }
 
 function checkOptions(options: ImportOptions): void {
@@ -129,14 +133,17 @@ export async function readArchive(
     tarballs: [],
     charts: [],
     manifestProblems: [],
+    skipped: [],
   };
   const entries = readArchiveEntries(archive, {
     signal: handlers.signal,
-    onSkipped: (path, reason) =>
+    onSkipped: (path, reason) => {
+      contents.skipped.push({ item: path, reason });
       handlers.emit({
         type: "warning",
         message: `skipped archive entry ${path}: ${reason}`,
-      }),
+      });
+    },
   });
   for await (const entry of entries) {
     handlers.emit({
@@ -163,7 +170,7 @@ export async function readArchive(
         contents.tarballs.push(await readTarball(entry, handlers));
         break;
       case "chart":
-        contents.charts.push(await stageChart(entry, handlers));
+        contents.charts.push(await stageChart(entry, handlers, contents));
         break;
       default:
         entry.skip();
@@ -200,7 +207,7 @@ async function readTarball(
     await inspector.end();
     let diagnosis: PpaLoadError | undefined;
     try {
-      inspector.result();
+      diagnosis = invalidStoredTag(entry.path, inspector.result());
     } catch (inspected) {
       if (inspected instanceof PpaLoadError) diagnosis = inspected;
     }
@@ -220,16 +227,43 @@ async function readTarball(
   return record;
 }
 
+/**
+ * Explains a failed load of a tarball whose stored tags are not valid
+ * references, which the Docker Engine rejects as "invalid reference format".
+ */
+function invalidStoredTag(
+  tarball: string,
+  contents: TarballContents,
+): PpaLoadError | undefined {
+  for (const image of contents.images) {
+    for (const repoTag of image.repoTags) {
+      const problem = checkReference(repoTag);
+      if (problem === undefined) continue;
+      return new PpaLoadError(
+        "IMAGE_TARBALL_INVALID",
+        `${tarball}: the Docker Engine cannot load this tarball because it stores the tag ${repoTag}, which is invalid: ${problem}`,
+        {
+          hint: `save the image again under a valid tag (docker tag ${image.imageId} NAME:TAG, then docker save NAME:TAG)`,
+        },
+      );
+    }
+  }
+  return undefined;
+}
+
 async function stageChart(
   entry: ArchiveEntry,
   handlers: Parameters<typeof readArchive>[1],
+  contents: ArchiveContents,
 ): Promise<ChartRecord> {
   const fileName = posix.basename(entry.path);
   if (!isSafeChartFileName(fileName)) {
     entry.skip();
+    const reason = "the file name is not one this tool writes";
+    contents.skipped.push({ item: entry.path, reason });
     handlers.emit({
       type: "warning",
-      message: `skipped chart ${entry.path}: the file name is not one this tool writes`,
+      message: `skipped chart ${entry.path}: ${reason}`,
     });
     return { entry: entry.path, fileName: "" };
   }
@@ -376,7 +410,7 @@ export async function importArchive(
     const plan = planImport(contents, options.registry, options.namespace);
     emit({ type: "plan", plan });
     for (const message of plan.warnings) warn(message);
-    result.skipped.push(...plan.skipped);
+    result.skipped.push(...contents.skipped, ...plan.skipped);
     if (plan.errors.length > 0) {
       throw new PpaLoadError(
         "PLAN_INVALID",
@@ -388,7 +422,7 @@ export async function importArchive(
     emit({
       type: "phase",
       phase: "push",
-      message: `pushing ${plan.references.length} images to ${options.registry}`,
+      message: `pushing ${countOf(plan.references.length, "image")} to ${options.registry}`,
     });
     await pushReferences(plan.references, {
       engine,
@@ -406,11 +440,13 @@ export async function importArchive(
       (a, b) => order.indexOf(a.target) - order.indexOf(b.target),
     );
 
-    emit({
-      type: "phase",
-      phase: "lists",
-      message: `writing ${plan.lists.length} manifest lists`,
-    });
+    if (plan.lists.length > 0) {
+      emit({
+        type: "phase",
+        phase: "lists",
+        message: `writing ${countOf(plan.lists.length, "manifest list")}`,
+      });
+    }
     for (const list of plan.lists) {
       options.signal?.throwIfAborted();
       await pushList(list, client, options.registry, result, emit);
@@ -419,7 +455,7 @@ export async function importArchive(
     emit({
       type: "phase",
       phase: "charts",
-      message: `writing ${plan.charts.length} charts to ${stager.chartsDir}`,
+      message: `writing ${countOf(plan.charts.length, "chart")} to ${stager.chartsDir}`,
     });
     try {
       for (const chart of await stager.commit(plan.charts)) {

@@ -41,6 +41,6 @@ export async function inspectArchive(
     archive: options.archive,
     manifests: contents.manifests.map((m) => m.file),
     tarballs: contents.tarballs,
-    plan,
+    plan: { ...plan, skipped: [...contents.skipped, ...plan.skipped] },
   };
 }

@@ -116,10 +116,12 @@ export async function* readArchiveEntries(
       }
       const path = normalizeEntryPath(entry.path);
       if (path === undefined) {
-        options.onSkipped?.(
-          entry.path,
-          "path is absolute or leaves the archive",
-        );
+        if (entry.type !== "Directory") {
+          options.onSkipped?.(
+            entry.path,
+            "the path is absolute or leaves the archive, so nothing was written for it",
+          );
+        }
         entry.resume();
         continue;
       }

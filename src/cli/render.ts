@@ -1,3 +1,4 @@
+import { countOf } from "../text.js";
 import ora, { type Ora } from "ora";
 
 import { PpaLoadError, errorMessage } from "../errors.js";
@@ -132,7 +133,7 @@ export function formatSummary(result: ImportResult): string {
   const lines: string[] = [];
   if (result.published.length > 0) {
     lines.push(
-      `Published ${result.published.length} images to ${result.registry}:`,
+      `Published ${countOf(result.published.length, "image")} to ${result.registry}:`,
     );
     for (const ref of result.published) {
       lines.push(

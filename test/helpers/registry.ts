@@ -13,6 +13,8 @@ const accept = [
 export interface FetchedManifest {
   mediaType: string;
   digest: string;
+  /** Length of the manifest body in bytes. */
+  size: number;
   json: any;
 }
 
@@ -46,10 +48,12 @@ export class RegistryReader {
       throw new Error(
         `GET manifest ${repository}:${reference}: ${response.status}`,
       );
+    const body = Buffer.from(await response.arrayBuffer());
     return {
       mediaType: response.headers.get("content-type") ?? "",
       digest: response.headers.get("docker-content-digest") ?? "",
-      json: await response.json(),
+      size: body.length,
+      json: JSON.parse(body.toString("utf8")),
     };
   }
 

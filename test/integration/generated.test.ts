@@ -1,0 +1,333 @@
+import { mkdtemp, readFile, readdir, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { beforeAll, describe, expect, it } from "vitest";
+
+import {
+  describeImage,
+  dockerSaveTarball,
+  helmChart,
+  ppaArchive,
+  type ImageSpec,
+} from "../../testdata/generate.js";
+import { runCli, type CliRun } from "../helpers/cli.js";
+import { services, uniqueNamespace } from "../helpers/environment.js";
+import { RegistryReader } from "../helpers/registry.js";
+
+const env = services();
+const archivesDir = fileURLToPath(
+  new URL("../../testdata/archives/", import.meta.url),
+);
+
+interface ImportRun extends CliRun {
+  cwd: string;
+}
+
+async function importFile(
+  archive: string,
+  namespace: string,
+): Promise<ImportRun> {
+  const cwd = await mkdtemp(join(tmpdir(), "ppa-load-generated-"));
+  const run = await runCli(
+    [
+      "--archive",
+      archive,
+      "--namespace",
+      namespace,
+      "--registry",
+      env!.registry,
+    ],
+    { cwd },
+  );
+  return { cwd, ...run };
+}
+
+/** Writes BYTES to a temporary file and returns its path. */
+async function scratchArchive(name: string, bytes: Buffer): Promise<string> {
+  const folder = await mkdtemp(join(tmpdir(), "ppa-load-archive-"));
+  const path = join(folder, name);
+  await writeFile(path, bytes);
+  return path;
+}
+
+function layer(name: string) {
+  return { files: { [`opt/${name}/version`]: `${name}\n` } };
+}
+
+describe.skipIf(env === undefined)("import of generated archives", () => {
+  const registry = new RegistryReader(env?.registry ?? "");
+
+  describe("multiarch-legacy.tgz", () => {
+    const namespace = uniqueNamespace("multiarch");
+    let run: ImportRun;
+
+    beforeAll(async () => {
+      run = await importFile(
+        join(archivesDir, "multiarch-legacy.tgz"),
+        namespace,
+      );
+    }, 180_000);
+
+    it("exits 0", () => {
+      expect(run.stderr).not.toMatch(/error/);
+      expect(run.code).toBe(0);
+    });
+
+    it("pushes each architecture with its config", async () => {
+      const expected = [
+        { architecture: "amd64" },
+        { architecture: "arm64", variant: "v8" },
+        { architecture: "s390x" },
+      ];
+      for (const platform of expected) {
+        const repository = `${namespace}/example/app-${platform.architecture}`;
+        const config = await registry.configOf(repository, "1.0");
+        expect(config.architecture, repository).toBe(platform.architecture);
+        expect(config.variant, repository).toBe(platform.variant);
+        expect(config.os, repository).toBe("linux");
+      }
+    });
+
+    it("writes a manifest list with the arm64 variant", async () => {
+      const list = await registry.manifest(`${namespace}/example/app`, "1.0");
+      expect(list?.json.mediaType).toBe(
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+      );
+      expect(list?.json.manifests.map((entry: any) => entry.platform)).toEqual([
+        { os: "linux", architecture: "amd64" },
+        { os: "linux", architecture: "arm64", variant: "v8" },
+        { os: "linux", architecture: "s390x" },
+      ]);
+      for (const [index, architecture] of [
+        "amd64",
+        "arm64",
+        "s390x",
+      ].entries()) {
+        const member = await registry.manifest(
+          `${namespace}/example/app-${architecture}`,
+          "1.0",
+        );
+        const entry = list?.json.manifests[index];
+        expect(entry.digest, architecture).toBe(member?.digest);
+        expect(entry.size, architecture).toBe(member?.size);
+        expect(entry.mediaType, architecture).toBe(member?.json.mediaType);
+      }
+    });
+
+    it("shares the base layer across architectures", async () => {
+      const baseLayers = new Set<string>();
+      for (const architecture of ["amd64", "arm64", "s390x"]) {
+        const manifest = await registry.manifest(
+          `${namespace}/example/app-${architecture}`,
+          "1.0",
+        );
+        expect(manifest?.json.layers, architecture).toHaveLength(2);
+        baseLayers.add(manifest?.json.layers[0].digest);
+      }
+      expect(baseLayers.size).toBe(1);
+    });
+
+    it("writes the chart", async () => {
+      const written = await readFile(
+        join(run.cwd, "ppa-import/charts/app-1.0.0.tgz"),
+      );
+      expect(written.length).toBeGreaterThan(0);
+    });
+  });
+
+  describe("single-oci.tgz", () => {
+    const namespace = uniqueNamespace("single-oci");
+    let run: ImportRun;
+
+    beforeAll(async () => {
+      run = await importFile(join(archivesDir, "single-oci.tgz"), namespace);
+    }, 180_000);
+
+    it("publishes the mapped name, not the tarball's own tag", async () => {
+      expect(run.code).toBe(0);
+      expect(await registry.repositories(namespace)).toEqual([
+        `${namespace}/example/tool`,
+      ]);
+      expect(await registry.tags(`${namespace}/example/tool`)).toEqual(["2.1"]);
+    });
+
+    it("keeps the config and layer diff_ids of the OCI save", async () => {
+      const config = await registry.configOf(
+        `${namespace}/example/tool`,
+        "2.1",
+      );
+      expect(config.architecture).toBe("amd64");
+      expect(config.rootfs.diff_ids).toHaveLength(2);
+      expect(config.config.Labels).toEqual({
+        "org.opencontainers.image.version": "2.1",
+      });
+    });
+
+    it("writes no manifest list for a single reference", () => {
+      expect(run.stdout).not.toContain("Manifest lists:");
+    });
+  });
+
+  describe("no-manifest.tgz", () => {
+    const namespace = uniqueNamespace("no-manifest");
+    let run: ImportRun;
+
+    beforeAll(async () => {
+      run = await importFile(join(archivesDir, "no-manifest.tgz"), namespace);
+    }, 180_000);
+
+    it("publishes every tarball under its own tags", async () => {
+      expect(run.code).toBe(0);
+      expect(await registry.repositories(namespace)).toEqual([
+        `${namespace}/example/web`,
+        `${namespace}/example/worker`,
+      ]);
+      expect(await registry.tags(`${namespace}/example/web`)).toEqual(["3.2"]);
+      expect(await registry.tags(`${namespace}/example/worker`)).toEqual([
+        "3.2",
+      ]);
+    });
+
+    it("extracts every chart", async () => {
+      const written = await readFile(
+        join(run.cwd, "ppa-import/charts/web-3.2.0.tgz"),
+      );
+      expect(written.length).toBeGreaterThan(0);
+    });
+  });
+
+  describe("archives that must not publish", () => {
+    it("pushes nothing when the manifest names a missing image", async () => {
+      const namespace = uniqueNamespace("missing-image");
+      const present: ImageSpec = {
+        repoTags: ["example/present:1.0"],
+        layers: [layer("present")],
+      };
+      const archive = await scratchArchive(
+        "missing-image.tgz",
+        ppaArchive({
+          manifestYaml: [
+            "images:",
+            "  - image: example/present:1.0",
+            "    references:",
+            "      - repository: example/present:1.0",
+            "  - image: example/absent:2.0",
+            "    references:",
+            "      - repository: example/absent:2.0",
+            "",
+          ].join("\n"),
+          images: [
+            {
+              path: "images/present.tar",
+              body: dockerSaveTarball([present], { format: "legacy" }),
+            },
+          ],
+        }),
+      );
+
+      const run = await importFile(archive, namespace);
+
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain("example/absent:2.0");
+      expect(await registry.repositories(namespace)).toEqual([]);
+    }, 180_000);
+
+    it("pushes nothing when a target reference is invalid", async () => {
+      const namespace = uniqueNamespace("invalid-target");
+      const good: ImageSpec = {
+        repoTags: ["example/good:1.0"],
+        layers: [layer("good")],
+      };
+      const bad: ImageSpec = {
+        repoTags: ["example/bad:1.0+build.7"],
+        layers: [layer("bad")],
+      };
+      const archive = await scratchArchive(
+        "invalid-target.tgz",
+        ppaArchive({
+          images: [
+            {
+              path: "images/good.tar",
+              body: dockerSaveTarball([good], { format: "legacy" }),
+            },
+            {
+              path: "images/bad.tar",
+              body: dockerSaveTarball([bad], { format: "oci" }),
+            },
+          ],
+        }),
+      );
+
+      const run = await importFile(archive, namespace);
+
+      expect(run.code).not.toBe(0);
+      expect(run.stderr).toContain(
+        "images/bad.tar: the Docker Engine cannot load this tarball because it stores the tag example/bad:1.0+build.7, which is invalid",
+      );
+      expect(await registry.repositories(namespace)).toEqual([]);
+    }, 180_000);
+
+    it("skips a chart entry that leaves the archive", async () => {
+      const namespace = uniqueNamespace("chart-path");
+      const image: ImageSpec = {
+        repoTags: ["example/chart-path:1.0"],
+        layers: [layer("chart-path")],
+      };
+      const chart = helmChart({
+        name: "escape",
+        version: "1.0.0",
+        values: "image:\n  repository: example/chart-path\n",
+      });
+      const archive = await scratchArchive(
+        "chart-path.tgz",
+        ppaArchive({
+          images: [
+            {
+              path: "images/chart-path.tar",
+              body: dockerSaveTarball([image], { format: "legacy" }),
+            },
+          ],
+          charts: [{ path: "charts/../../escape-1.0.0.tgz", body: chart }],
+        }),
+      );
+
+      const run = await importFile(archive, namespace);
+
+      expect(run.code).toBe(0);
+      expect(run.stdout).toContain(
+        "Skipped:\n  charts/../../escape-1.0.0.tgz: the path is absolute or leaves the archive",
+      );
+      const written = await readdir(run.cwd, { recursive: true });
+      expect(written.sort()).toEqual(["ppa-import", "ppa-import/charts"]);
+    }, 180_000);
+  });
+
+  it("pushes the diff_ids the generator computed", async () => {
+    const namespace = uniqueNamespace("diff-ids");
+    const spec: ImageSpec = {
+      repoTags: ["example/facts:1.0"],
+      layers: [layer("base"), layer("top")],
+      architecture: "ppc64le",
+    };
+    const archive = await scratchArchive(
+      "facts.tgz",
+      ppaArchive({
+        images: [
+          {
+            path: "images/facts.tar.gz",
+            body: dockerSaveTarball([spec], { format: "oci" }),
+            gzip: true,
+          },
+        ],
+      }),
+    );
+
+    const run = await importFile(archive, namespace);
+
+    expect(run.code).toBe(0);
+    const config = await registry.configOf(`${namespace}/example/facts`, "1.0");
+    expect(config.rootfs.diff_ids).toEqual(describeImage(spec).diffIds);
+    expect(config.architecture).toBe("ppc64le");
+  }, 180_000);
+});
