@@ -1,0 +1,55 @@
+import type { Readable } from "node:stream";
+
+/**
+ * A blob ready to publish: its digest and size are known, and its bytes can
+ * be read again from the start, so an upload can be retried.
+ */
+export interface BlobSource {
+  /** `sha256:` followed by 64 lowercase hex digits. */
+  digest: string;
+  /** Size in bytes. */
+  size: number;
+  mediaType: string;
+  /** Opens a new stream of the blob's bytes from the first byte. */
+  open(): Readable;
+}
+
+/** How a blob reached a repository. */
+export type BlobOutcome = "exists" | "mounted" | "uploaded";
+
+/**
+ * Where the direct path publishes blobs and manifests: a registry, or an OCI
+ * image layout on disk.
+ */
+export interface PublishTarget {
+  /** Human-readable name, e.g. `registry 127.0.0.1:5000` or `OCI layout ./ppa-import/registry`. */
+  readonly description: string;
+  /** Whether publishing sends anything over the network. */
+  readonly isRemote: boolean;
+  /** Checks that the target is reachable and writable before anything is published. */
+  check(): Promise<void>;
+  hasBlob(repository: string, digest: string): Promise<boolean>;
+  /**
+   * Makes the blob available in `repository`. When `mountFrom` names
+   * repositories of the same target that already hold the blob, a mount is
+   * tried before an upload.
+   */
+  putBlob(
+    repository: string,
+    blob: BlobSource,
+    options?: { mountFrom?: string[]; signal?: AbortSignal },
+  ): Promise<BlobOutcome>;
+  /**
+   * Stores a manifest under `reference` (a tag, or the manifest's own digest)
+   * and returns its digest. Every blob and child manifest it references must
+   * already be in `repository`.
+   */
+  putManifest(
+    repository: string,
+    reference: string,
+    mediaType: string,
+    body: Buffer,
+  ): Promise<string>;
+  /** Returns the digest of the manifest that `repository:tag` points at, or undefined. */
+  getTagDigest(repository: string, tag: string): Promise<string | undefined>;
+}
