@@ -3,6 +3,7 @@ import fetch from "node-fetch";
 import { PpaLoadError, errorMessage } from "../errors.js";
 import type { Credentials } from "./credentials.js";
 import { redactUrl } from "./errors.js";
+import type { Transport } from "./transport.js";
 
 export interface Challenge {
   scheme: string;
@@ -36,12 +37,13 @@ export function basicHeader(
  * Fetches a bearer token from the realm of a challenge for the given scopes,
  * as the distribution token specification describes: GET with basic
  * credentials, or POST with a refresh token for an identity token.
+ * `transport` supplies the CA certificates and proxy of the registry client.
  */
 export async function fetchToken(
   challenge: Challenge,
   scopes: string[],
   credentials: Credentials | undefined,
-  options: { agent?: unknown } = {},
+  options: { transport?: Transport } = {},
 ): Promise<{ token: string; expiresAt: number }> {
   const realm = challenge.params.realm;
   if (!realm) {
@@ -61,6 +63,12 @@ export async function fetchToken(
   }
 
   const service = challenge.params.service;
+  const transport = options.transport;
+  // Resolving the agent first reports a bad proxy variable as it is.
+  transport?.agentFor(url);
+  const agent = transport
+    ? (target: URL) => transport.agentFor(target)
+    : undefined;
   let response;
   try {
     if (credentials && "identityToken" in credentials) {
@@ -74,7 +82,7 @@ export async function fetchToken(
       response = await fetch(url.toString(), {
         method: "POST",
         body: form,
-        agent: options.agent as any,
+        agent,
       });
     } else {
       if (service) url.searchParams.set("service", service);
@@ -82,7 +90,7 @@ export async function fetchToken(
       const authorization = basicHeader(credentials);
       response = await fetch(url.toString(), {
         headers: authorization ? { authorization } : {},
-        agent: options.agent as any,
+        agent,
       });
     }
   } catch (error) {

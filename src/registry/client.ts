@@ -1,6 +1,9 @@
 import { createHash } from "node:crypto";
-import fetch, { type RequestInit, type Response } from "node-fetch";
+import { Readable, Transform, type TransformCallback } from "node:stream";
+import { setTimeout as sleep } from "node:timers/promises";
+import fetch, { type RequestInit, Response } from "node-fetch";
 
+import type { BlobSource } from "../blobs/blob.js";
 import { PpaLoadError, errorMessage } from "../errors.js";
 import {
   type Challenge,
@@ -11,6 +14,26 @@ import {
 import type { Credentials } from "./credentials.js";
 import { RegistryError, decodeErrorBody, redactUrl } from "./errors.js";
 import { manifestAccept } from "./media-types.js";
+import { Transport } from "./transport.js";
+
+export interface RetryOptions {
+  /** Times a request is sent at most, the first time included. Default 5. */
+  maxAttempts?: number;
+  /** Wait in milliseconds before the first retry when the registry sends no `Retry-After`; it doubles with each retry. Default 1000. */
+  baseDelayMs?: number;
+  /** Maximum wait in milliseconds, which also caps a longer `Retry-After`. Default 30000. */
+  maxDelayMs?: number;
+}
+
+export interface RetryInfo {
+  method: string;
+  url: string;
+  /** Status of the response that caused the retry. */
+  status: number;
+  /** Number of the attempt that failed, from 1. */
+  attempt: number;
+  delayMs: number;
+}
 
 export interface RegistryClientOptions {
   /** `HOST[:PORT]` of the registry. */
@@ -18,8 +41,29 @@ export interface RegistryClientOptions {
   /** Defaults to `http` for loopback hosts and `https` for all others. */
   scheme?: "http" | "https";
   credentials?: Credentials;
+  /** PEM certificates of a private CA (`--ca-cert`), trusted in addition to Node's default CAs. */
+  caCert?: string | Buffer;
+  /**
+   * Environment that `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` are read
+   * from; `process.env` by default. src/registry/transport.ts gives the rules.
+   */
+  env?: NodeJS.ProcessEnv;
+  /** Retries of requests that receive 429, 502, 503 or 504. */
+  retry?: RetryOptions;
   /** Called after each request, for verbose output. Never given secrets. */
   onRequest?: (info: { method: string; url: string; status: number }) => void;
+  /** Called before a request or an upload session is tried again. */
+  onRetry?: (info: RetryInfo) => void;
+}
+
+export interface UploadOptions {
+  /**
+   * Upload in PATCH requests of this many bytes, or more when the registry
+   * sets a larger minimum with `OCI-Chunk-Min-Length`. Without it, one
+   * PUT carries the whole blob.
+   */
+  chunkSize?: number;
+  signal?: AbortSignal;
 }
 
 export interface ManifestResult {
@@ -34,13 +78,50 @@ export interface ManifestDescriptor {
   size: number;
 }
 
+/** A request body stream that records why reading the blob failed. */
+type BodyStream = Readable & { readonly failure?: Error };
+
 interface RequestOptions {
   method?: string;
   /** Token scopes the request needs, e.g. `repository:ns/app:pull,push`. */
   scopes: string[];
   headers?: Record<string, string>;
-  body?: Buffer | string;
+  /**
+   * A buffer or string is sent as is. A function opens a new stream for each
+   * send, because a retry or a refreshed token sends the body again.
+   */
+  body?: Buffer | string | (() => BodyStream);
+  signal?: AbortSignal;
+  /** Whether 429, 502, 503 and 504 are retried; true by default. */
+  retry?: boolean;
 }
+
+/** An upload session that the registry opened with a POST. */
+interface UploadSession {
+  repository: string;
+  blob: BlobSource;
+  /** Absolute URL from the latest `Location` header. */
+  url: string;
+  /** `Docker-Upload-UUID` or `Blob-Upload-Session-ID`, for messages. */
+  id?: string;
+  /** `OCI-Chunk-Min-Length` of the POST response, or 0. */
+  minChunkLength: number;
+  /** Whether the registry stored the blob, after which a DELETE would be wrong. */
+  completed: boolean;
+  signal?: AbortSignal;
+}
+
+/**
+ * Statuses that the client retries. The distribution spec calls 502, 503 and
+ * 504 temporary and other 5xx terminal, and 429 reports rate limiting.
+ */
+const retryStatuses = new Set([429, 502, 503, 504]);
+
+/** Maximum upload sessions per blob. The spec requires a new session when the registry reports one as unknown (404). */
+const maxUploadSessions = 3;
+
+/** Chunk requests in a row that may fail to move the upload forward before it is given up. */
+const maxStalledChunks = 3;
 
 /** Whether a registry host is on this machine, where Docker allows plain HTTP. */
 export function isLoopbackRegistry(registry: string): boolean {
@@ -55,6 +136,69 @@ export function sha256Digest(body: Buffer | string): string {
 }
 
 /**
+ * Returns the delay that a `Retry-After` header requests, in milliseconds: a number
+ * of seconds or an HTTP date (RFC 9110, section 10.2.3). Undefined when the
+ * header is missing or invalid.
+ */
+export function parseRetryAfter(
+  value: string | null,
+  now = Date.now(),
+): number | undefined {
+  if (!value) return undefined;
+  const trimmed = value.trim();
+  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
+  const date = Date.parse(trimmed);
+  if (Number.isNaN(date)) return undefined;
+  return Math.max(0, date - now);
+}
+
+function formatSize(bytes: number): string {
+  const mebibytes = bytes / (1024 * 1024);
+  return mebibytes >= 1
+    ? `${bytes} bytes (${mebibytes.toFixed(1)} MiB)`
+    : `${bytes} bytes`;
+}
+
+function pushScopes(repository: string): string[] {
+  return [`repository:${repository}:pull,push`];
+}
+
+/** Appends `digest=` to an upload URL and keeps its query string byte for byte. */
+function withDigest(url: string, digest: string): string {
+  const parsed = new URL(url);
+  const separator = parsed.search ? "&" : "?";
+  return `${parsed.origin}${parsed.pathname}${parsed.search}${separator}digest=${encodeURIComponent(digest)}`;
+}
+
+/**
+ * Returns the end of a `Range: 0-END` upload header (`bytes=0-END` in older
+ * spec versions), or undefined when the header is missing or invalid.
+ */
+function rangeEnd(response: Response): number | undefined {
+  const value = response.headers.get("range");
+  const match = value ? /^(?:bytes=)?0-(\d+)$/.exec(value.trim()) : null;
+  return match ? Number(match[1]) : undefined;
+}
+
+async function discard(response: Response): Promise<void> {
+  await response.arrayBuffer().catch(() => undefined);
+}
+
+function cancelled(registry: string): PpaLoadError {
+  return new PpaLoadError("ABORTED", `the upload to ${registry} was cancelled`);
+}
+
+function checkChunkSize(chunkSize: number | undefined): void {
+  if (chunkSize === undefined) return;
+  if (!Number.isSafeInteger(chunkSize) || chunkSize <= 0) {
+    throw new PpaLoadError(
+      "USAGE",
+      `invalid chunk size "${chunkSize}": use a whole number of bytes above 0`,
+    );
+  }
+}
+
+/**
  * A client of the OCI distribution API (the Docker registry HTTP API v2),
  * with basic and bearer-token authentication. Tokens are cached per scope
  * set and fetched again when they expire or the registry rejects them.
@@ -62,8 +206,12 @@ export function sha256Digest(body: Buffer | string): string {
 export class RegistryClient {
   readonly registry: string;
   readonly baseUrl: string;
+  readonly #origin: string;
   readonly #credentials?: Credentials;
+  readonly #transport: Transport;
+  readonly #retry: Required<RetryOptions>;
   readonly #onRequest?: RegistryClientOptions["onRequest"];
+  readonly #onRetry?: RegistryClientOptions["onRetry"];
   #challenge: Challenge | undefined;
   readonly #tokens = new Map<string, { token: string; expiresAt: number }>();
 
@@ -73,8 +221,24 @@ export class RegistryClient {
       options.scheme ??
       (isLoopbackRegistry(options.registry) ? "http" : "https");
     this.baseUrl = `${scheme}://${options.registry}`;
+    this.#origin = new URL(this.baseUrl).origin;
     this.#credentials = options.credentials;
+    this.#transport = new Transport({
+      caCert: options.caCert,
+      env: options.env,
+    });
+    this.#retry = {
+      maxAttempts: options.retry?.maxAttempts ?? 5,
+      baseDelayMs: options.retry?.baseDelayMs ?? 1000,
+      maxDelayMs: options.retry?.maxDelayMs ?? 30_000,
+    };
     this.#onRequest = options.onRequest;
+    this.#onRetry = options.onRetry;
+  }
+
+  /** Closes the pooled connections. The client can still send requests afterwards. */
+  close(): void {
+    this.#transport.destroy();
   }
 
   /** Checks that the registry answers the API and accepts the credentials. */
@@ -142,7 +306,7 @@ export class RegistryClient {
     const path = `/v2/${repository}/manifests/${reference}`;
     const response = await this.#request(path, {
       method: "PUT",
-      scopes: [`repository:${repository}:pull,push`],
+      scopes: pushScopes(repository),
       headers: { "content-type": mediaType },
       body,
     });
@@ -189,49 +353,367 @@ export class RegistryClient {
     });
     await this.#expect(response, [201, 202], "POST", path);
     if (response.status === 201) return true;
+    await discard(response);
     const location = response.headers.get("location");
     if (location) {
-      await this.#request(this.#resolve(location), {
+      await this.#request(new URL(location, this.baseUrl + path).href, {
         method: "DELETE",
-        scopes: [`repository:${repository}:pull,push`],
-      }).catch(() => undefined);
+        scopes: pushScopes(repository),
+        retry: false,
+      })
+        .then(discard)
+        .catch(() => undefined);
     }
     return false;
   }
 
-  /** Uploads a blob held in memory in one request (POST, then PUT with the digest). */
+  /**
+   * Uploads a blob held in memory unless the repository has it, and returns
+   * its digest.
+   */
   async pushBlob(repository: string, body: Buffer): Promise<string> {
     const digest = sha256Digest(body);
     if (await this.hasBlob(repository, digest)) return digest;
-    const scopes = [`repository:${repository}:pull,push`];
-    const start = `/v2/${repository}/blobs/uploads/`;
-    const opened = await this.#request(start, { method: "POST", scopes });
-    await this.#expect(opened, [202], "POST", start);
-    const location = opened.headers.get("location");
-    if (!location) {
-      throw new PpaLoadError(
-        "REGISTRY",
-        `${this.registry} opened an upload without a Location header`,
-      );
-    }
-    const url = new URL(this.#resolve(location), this.baseUrl);
-    url.searchParams.set("digest", digest);
-    const target = url.pathname + url.search;
-    const response = await this.#request(target, {
-      method: "PUT",
-      scopes,
-      headers: { "content-type": "application/octet-stream" },
-      body,
+    await this.uploadBlob(repository, {
+      digest,
+      size: body.length,
+      mediaType: "application/octet-stream",
+      open: () => Readable.from([body]),
     });
-    await this.#expect(response, [201], "PUT", url.pathname);
     return digest;
   }
 
-  /** Makes a Location header relative to the registry, as the spec allows both. */
-  #resolve(location: string): string {
-    const url = new URL(location, this.baseUrl);
-    if (url.origin !== new URL(this.baseUrl).origin) return url.toString();
-    return url.pathname + url.search;
+  /**
+   * Uploads a blob: POST opens an upload session, then one PUT carries the
+   * whole blob, or with `chunkSize` PATCH requests carry it in chunks and an
+   * empty PUT closes the session.
+   *
+   * Each step follows the `Location` the registry returned last. After a 416
+   * the chunk is sent again from the offset that a GET on the session
+   * reports. Responses 429, 502, 503 and 504 are retried after `Retry-After`
+   * or a growing wait. A 401 that rejects a bearer token fetches a new token
+   * and sends the body again from its first byte. A session that the registry
+   * reports as unknown (404) is started over. On failure the session is
+   * cancelled with a DELETE. The blob's bytes are checked against its size
+   * and digest as they are read, and the digest that the registry reports
+   * must match.
+   */
+  async uploadBlob(
+    repository: string,
+    blob: BlobSource,
+    options: UploadOptions = {},
+  ): Promise<void> {
+    checkChunkSize(options.chunkSize);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#uploadInSession(repository, blob, options);
+        return;
+      } catch (error) {
+        const unknownSession =
+          error instanceof RegistryError &&
+          error.status === 404 &&
+          error.method !== "POST" &&
+          (error.errors.length === 0 || error.has("BLOB_UPLOAD_UNKNOWN"));
+        if (!unknownSession || attempt >= maxUploadSessions) throw error;
+        this.#onRetry?.({
+          method: error.method,
+          url: error.url,
+          status: error.status,
+          attempt,
+          delayMs: 0,
+        });
+      }
+    }
+  }
+
+  async #uploadInSession(
+    repository: string,
+    blob: BlobSource,
+    options: UploadOptions,
+  ): Promise<void> {
+    const session = await this.#startUpload(repository, blob, options.signal);
+    try {
+      // The spec's minimum applies to every chunk but the last. One PUT of the
+      // whole blob is a single, final chunk, so the minimum does not apply.
+      const response =
+        options.chunkSize === undefined
+          ? await this.#putWhole(session)
+          : await this.#putChunks(
+              session,
+              Math.max(options.chunkSize, session.minChunkLength),
+            );
+      this.#checkStoredDigest(session, response);
+    } catch (error) {
+      if (!session.completed) await this.#cancelUpload(session);
+      throw error;
+    }
+  }
+
+  async #startUpload(
+    repository: string,
+    blob: BlobSource,
+    signal: AbortSignal | undefined,
+  ): Promise<UploadSession> {
+    if (signal?.aborted) throw cancelled(this.registry);
+    const url = `${this.baseUrl}/v2/${repository}/blobs/uploads/`;
+    const response = await this.#request(url, {
+      method: "POST",
+      scopes: pushScopes(repository),
+      signal,
+    });
+    const session: UploadSession = {
+      repository,
+      blob,
+      url,
+      minChunkLength: 0,
+      completed: false,
+      signal,
+    };
+    if (response.status !== 202) {
+      throw await this.#uploadFailure(response, session, "POST", url, 0);
+    }
+    await discard(response);
+    if (!response.headers.get("location")) {
+      throw new PpaLoadError(
+        "REGISTRY",
+        `${this.registry} opened an upload in ${repository} without a Location header`,
+        {
+          hint: "the registry or a proxy in front of it breaks the distribution API; check the --registry address",
+        },
+      );
+    }
+    this.#follow(session, response, url);
+    const minimum = Number(response.headers.get("oci-chunk-min-length"));
+    if (Number.isSafeInteger(minimum) && minimum > 0) {
+      session.minChunkLength = minimum;
+    }
+    return session;
+  }
+
+  /** Moves the session to the response's `Location`, resolved against the request URL (RFC 9110, section 10.2.2). */
+  #follow(session: UploadSession, response: Response, requestUrl: string) {
+    const location = response.headers.get("location");
+    if (location) session.url = new URL(location, requestUrl).href;
+    session.id =
+      response.headers.get("docker-upload-uuid") ??
+      response.headers.get("blob-upload-session-id") ??
+      session.id;
+  }
+
+  /** Sends the whole blob in the PUT that closes the session. */
+  async #putWhole(session: UploadSession): Promise<Response> {
+    const { blob } = session;
+    const url = withDigest(session.url, blob.digest);
+    let body: BlobStream | undefined;
+    const response = await this.#request(url, {
+      method: "PUT",
+      scopes: pushScopes(session.repository),
+      headers: {
+        "content-type": "application/octet-stream",
+        "content-length": String(blob.size),
+      },
+      body: () => (body = new BlobStream(blob)),
+      signal: session.signal,
+    });
+    // A failed read or check of the blob explains whatever status the
+    // registry returned, so it is reported first.
+    if (body?.failure) throw body.failure;
+    if (response.status !== 201 && response.status !== 204) {
+      throw await this.#uploadFailure(response, session, "PUT", url, blob.size);
+    }
+    session.completed = true;
+    return response;
+  }
+
+  /** Sends the blob in PATCH requests of `chunkSize` bytes, then closes the session with an empty PUT. */
+  async #putChunks(
+    session: UploadSession,
+    chunkSize: number,
+  ): Promise<Response> {
+    const { blob } = session;
+    const scopes = pushScopes(session.repository);
+    const reader = new BlobReader(blob);
+    try {
+      let offset = 0;
+      let stalled = 0;
+      while (offset < blob.size) {
+        if (session.signal?.aborted) throw cancelled(this.registry);
+        const length = Math.min(chunkSize, blob.size - offset);
+        const chunk = await reader.read(offset, length);
+        const url = session.url;
+        const last = offset + length - 1;
+        const response = await this.#request(url, {
+          method: "PATCH",
+          scopes,
+          headers: {
+            "content-type": "application/octet-stream",
+            "content-range": `${offset}-${last}`,
+          },
+          body: chunk,
+          signal: session.signal,
+        });
+        let next: number;
+        if (response.status === 202 || response.status === 204) {
+          await discard(response);
+          this.#follow(session, response, url);
+          next = this.#acknowledgedOffset(session, response, offset, last);
+        } else if (response.status === 416) {
+          await discard(response);
+          this.#follow(session, response, url);
+          next = await this.#uploadOffset(session);
+        } else {
+          throw await this.#uploadFailure(
+            response,
+            session,
+            "PATCH",
+            url,
+            length,
+          );
+        }
+        stalled = next > offset ? 0 : stalled + 1;
+        if (stalled >= maxStalledChunks) {
+          throw new PpaLoadError(
+            "REGISTRY",
+            `${this.registry} made no progress on blob ${blob.digest} past byte ${next} in ${maxStalledChunks} PATCH requests in a row (upload ${session.id ?? redactUrl(session.url)})`,
+            {
+              hint: "run the import again without --chunk-size, or with a larger value",
+            },
+          );
+        }
+        offset = next;
+      }
+      // Reads what the registry took without this reader, so that the size
+      // and digest checks see every byte before the session is closed.
+      await reader.finish();
+    } finally {
+      reader.close();
+    }
+
+    const url = withDigest(session.url, blob.digest);
+    const response = await this.#request(url, {
+      method: "PUT",
+      scopes,
+      signal: session.signal,
+    });
+    if (response.status !== 201 && response.status !== 204) {
+      throw await this.#uploadFailure(response, session, "PUT", url, 0);
+    }
+    session.completed = true;
+    return response;
+  }
+
+  /** Returns the offset after the bytes that a PATCH response acknowledges. */
+  #acknowledgedOffset(
+    session: UploadSession,
+    response: Response,
+    offset: number,
+    last: number,
+  ): number {
+    const end = rangeEnd(response);
+    // Without a Range header, the registry took the whole chunk.
+    if (end === undefined) return last + 1;
+    if (end > last) {
+      throw new PpaLoadError(
+        "REGISTRY",
+        `${this.registry} acknowledged bytes 0-${end} of blob ${session.blob.digest}, but only bytes up to ${last} were sent`,
+        {
+          hint: "the registry breaks the distribution API; run the import again without --chunk-size",
+        },
+      );
+    }
+    // "0-0" is also how registries report an empty upload, which is what it
+    // means when the chunk did not start at byte 0.
+    return end === 0 && offset > 0 ? 0 : end + 1;
+  }
+
+  /** Returns how many bytes the session holds, from a GET on its URL. */
+  async #uploadOffset(session: UploadSession): Promise<number> {
+    const url = session.url;
+    const response = await this.#request(url, {
+      scopes: pushScopes(session.repository),
+      signal: session.signal,
+    });
+    if (response.status !== 204 && response.status !== 200) {
+      throw await this.#uploadFailure(response, session, "GET", url, 0);
+    }
+    await discard(response);
+    this.#follow(session, response, url);
+    const end = rangeEnd(response);
+    if (end === undefined) {
+      throw new PpaLoadError(
+        "REGISTRY",
+        `${this.registry} did not report how much of blob ${session.blob.digest} it holds: its response to GET ${redactUrl(url)} has no valid Range header`,
+        { hint: "run the import again without --chunk-size" },
+      );
+    }
+    // NOTE: "0-0" means no bytes or one byte; it is read as no bytes. After
+    // one byte the registry rejects the resent chunk, and the stall check
+    // ends the upload.
+    return end === 0 ? 0 : end + 1;
+  }
+
+  #checkStoredDigest(session: UploadSession, response: Response): void {
+    const stored = response.headers.get("docker-content-digest");
+    if (stored && stored !== session.blob.digest) {
+      throw new PpaLoadError(
+        "REGISTRY",
+        `${this.registry} stored blob ${session.blob.digest} in ${session.repository} under the digest ${stored}`,
+        {
+          hint: "the registry or a proxy changed the uploaded bytes; run the import again",
+        },
+      );
+    }
+  }
+
+  /** Cancels an upload session. The spec says to ignore failures of the DELETE. */
+  async #cancelUpload(session: UploadSession): Promise<void> {
+    await this.#request(session.url, {
+      method: "DELETE",
+      scopes: pushScopes(session.repository),
+      retry: false,
+    })
+      .then(discard)
+      .catch(() => undefined);
+  }
+
+  /** Builds the error for a failed upload step, with the blob in the message. */
+  async #uploadFailure(
+    response: Response,
+    session: UploadSession,
+    method: string,
+    url: string,
+    requestSize: number,
+  ): Promise<RegistryError> {
+    const { blob } = session;
+    const body = await response.text().catch(() => "");
+    const errors = decodeErrorBody(body);
+    const codes = new Set(errors.map((e) => e.code));
+    let context = `uploading blob ${blob.digest} of ${formatSize(blob.size)} to ${session.repository}`;
+    let hint: string | undefined;
+    if (response.status === 413) {
+      context += ` in a request of ${formatSize(requestSize)}`;
+      hint = `a proxy in front of ${this.registry}, or the registry itself, rejected a request body of ${formatSize(requestSize)}; `;
+      if (method !== "PATCH") {
+        hint += `raise the proxy's body-size limit (client_max_body_size in nginx), or upload in chunks with --chunk-size below ${requestSize} bytes`;
+      } else if (session.minChunkLength >= requestSize) {
+        hint += `the registry requires chunks of at least ${session.minChunkLength} bytes (OCI-Chunk-Min-Length), so raise the proxy's body-size limit (client_max_body_size in nginx)`;
+      } else {
+        hint += `raise the proxy's body-size limit (client_max_body_size in nginx), or set --chunk-size below ${requestSize} bytes`;
+      }
+    } else if (codes.has("DIGEST_INVALID")) {
+      hint = `the bytes read here hash to ${blob.digest}, so something between this machine and ${this.registry}, such as a proxy, changed them; run the import again`;
+    } else if (response.status === 401) {
+      hint = this.#unauthorizedHint();
+    }
+    return new RegistryError({
+      method,
+      url: redactUrl(url),
+      status: response.status,
+      errors,
+      body,
+      hint,
+      context,
+    });
   }
 
   async #expect(
@@ -253,6 +735,9 @@ export class RegistryClient {
   }
 
   #unauthorizedHint(): string {
+    if (this.#credentials?.source === "--username") {
+      return `${this.registry} rejected the user and password given with --username and --password-stdin; check them`;
+    }
     if (this.#credentials) {
       return `${this.registry} rejected the credentials from ${this.#credentials.source}; check them, or log in again with docker login ${this.registry}`;
     }
@@ -267,17 +752,57 @@ export class RegistryClient {
     const key = scopes.join(" ");
     let cached = this.#tokens.get(key);
     if (!cached || cached.expiresAt <= Date.now()) {
-      cached = await fetchToken(challenge, scopes, this.#credentials);
+      cached = await fetchToken(challenge, scopes, this.#credentials, {
+        transport: this.#transport,
+      });
       this.#tokens.set(key, cached);
     }
     return `Bearer ${cached.token}`;
   }
 
+  /** Sends a request, retrying 429, 502, 503 and 504 a bounded number of times. */
   async #request(path: string, options: RequestOptions): Promise<Response> {
     const url = /^https?:/.test(path) ? path : `${this.baseUrl}${path}`;
     const method = options.method ?? "GET";
+    const maxAttempts = options.retry === false ? 1 : this.#retry.maxAttempts;
+    for (let attempt = 1; ; attempt++) {
+      const response = await this.#authenticatedRequest(url, method, options);
+      if (!retryStatuses.has(response.status) || attempt >= maxAttempts) {
+        return response;
+      }
+      const delayMs = Math.min(
+        parseRetryAfter(response.headers.get("retry-after")) ??
+          this.#retry.baseDelayMs * 2 ** (attempt - 1),
+        this.#retry.maxDelayMs,
+      );
+      await discard(response);
+      this.#onRetry?.({
+        method,
+        url: redactUrl(url),
+        status: response.status,
+        attempt,
+        delayMs,
+      });
+      try {
+        await sleep(delayMs, undefined, { signal: options.signal });
+      } catch {
+        throw cancelled(this.registry);
+      }
+    }
+  }
+
+  /** Sends a request, and once more with new credentials after a 401 from the registry. */
+  async #authenticatedRequest(
+    url: string,
+    method: string,
+    options: RequestOptions,
+  ): Promise<Response> {
     let response = await this.#send(url, method, options);
-    if (response.status !== 401) return response;
+    // Credentials go only to the registry's own origin, never to another host
+    // that a Location header names.
+    if (response.status !== 401 || new URL(url).origin !== this.#origin) {
+      return response;
+    }
 
     const header = response.headers.get("www-authenticate");
     const challenge = header ? parseChallenge(header) : undefined;
@@ -300,11 +825,12 @@ export class RegistryClient {
         hint: this.#unauthorizedHint(),
       });
     }
-    // A bearer token may lack a scope the request needs; ask for a new one.
+    // A bearer token may lack a scope the request needs, or may have been
+    // revoked before it expired; ask for a new one.
     this.#tokens.delete(options.scopes.join(" "));
     if (!isNewChallenge && challenge.scheme === "basic") return response;
     this.#challenge = challenge;
-    await response.arrayBuffer().catch(() => undefined);
+    await discard(response);
     response = await this.#send(url, method, options);
     return response;
   }
@@ -314,34 +840,274 @@ export class RegistryClient {
     method: string,
     options: RequestOptions,
   ): Promise<Response> {
+    const target = new URL(url);
+    // Resolving the agent first reports a bad proxy variable as it is.
+    this.#transport.agentFor(target);
     const headers: Record<string, string> = {
       "user-agent": "ppa-load",
       ...options.headers,
     };
-    const authorization = await this.#authorization(options.scopes);
-    if (authorization) headers.authorization = authorization;
+    if (target.origin === this.#origin) {
+      const authorization = await this.#authorization(options.scopes);
+      if (authorization) headers.authorization = authorization;
+    }
+    const stream =
+      typeof options.body === "function" ? options.body() : undefined;
+    // An error of the body stream also reaches node-fetch; this listener
+    // keeps it from being reported as unhandled when the response came first.
+    stream?.on("error", () => undefined);
     const init: RequestInit = {
       method,
       headers,
-      body: options.body,
+      body: stream ?? (options.body as Buffer | string | undefined),
       redirect: "follow",
+      // A function, so that a redirect to another host or scheme gets its own agent.
+      agent: (redirected: URL) => this.#transport.agentFor(redirected),
+      signal: options.signal,
     };
     let response: Response;
     try {
       response = await fetch(url, init);
     } catch (error) {
-      throw new PpaLoadError(
-        "REGISTRY",
-        `cannot reach ${this.registry} (${method} ${redactUrl(url)}): ${errorMessage(error)}`,
-        {
-          cause: error,
-          hint: url.startsWith("https:")
-            ? "check the registry address; for a registry that speaks plain HTTP, add --insecure"
-            : "check the registry address and that it is running",
-        },
-      );
+      if (stream?.failure) throw stream.failure;
+      if (options.signal?.aborted) throw cancelled(this.registry);
+      throw this.#unreachable(target, method, error);
     }
     this.#onRequest?.({ method, url: redactUrl(url), status: response.status });
+    if (stream && response.status >= 300 && !stream.readableEnded) {
+      // The registry responded before it read the whole body, so sending the
+      // rest would be wasted. The response is read first, because stopping
+      // the body ends the connection.
+      const answer = Buffer.from(
+        await response.arrayBuffer().catch(() => new ArrayBuffer(0)),
+      );
+      stream.destroy();
+      response = new Response(answer, {
+        status: response.status,
+        statusText: response.statusText,
+        headers: response.headers,
+      });
+    }
     return response;
+  }
+
+  #unreachable(target: URL, method: string, error: unknown): PpaLoadError {
+    const code = (error as { code?: unknown }).code;
+    const certificateProblem =
+      (typeof code === "string" && /CERT|SELF_SIGNED|ALTNAME/.test(code)) ||
+      /certificate/i.test(errorMessage(error));
+    const proxy = this.#transport.proxyFor(target);
+    let hint: string;
+    if (certificateProblem) {
+      hint = `if a private CA signed the certificate of ${target.host}, give its PEM file with --ca-cert`;
+    } else if (proxy) {
+      hint = `the request went through the proxy ${redactUrl(proxy.href)}; check that the proxy is running and lets ${target.host} through, or add ${target.hostname} to NO_PROXY`;
+    } else if (target.protocol === "https:") {
+      hint =
+        "check the registry address; for a registry that speaks plain HTTP, add --insecure";
+    } else {
+      hint = "check the registry address and that it is running";
+    }
+    return new PpaLoadError(
+      "REGISTRY",
+      `cannot reach ${this.registry} (${method} ${redactUrl(target.href)}): ${errorMessage(error)}`,
+      { cause: error, hint },
+    );
+  }
+}
+
+/**
+ * A stream of a blob's bytes that fails, and records why, when the bytes
+ * cannot be read or do not match the blob's size or digest.
+ */
+class BlobStream extends Transform {
+  readonly #blob: BlobSource;
+  readonly #hash = createHash("sha256");
+  #bytes = 0;
+  failure: PpaLoadError | undefined;
+
+  constructor(blob: BlobSource) {
+    super();
+    this.#blob = blob;
+    let source: Readable;
+    try {
+      source = blob.open();
+    } catch (error) {
+      process.nextTick(() => this.destroy(this.#fail(readError(blob, error))));
+      return;
+    }
+    source.on("error", (error) =>
+      this.destroy(this.#fail(readError(blob, error))),
+    );
+    this.on("close", () => source.destroy());
+    source.pipe(this);
+  }
+
+  override _transform(
+    chunk: Buffer,
+    _encoding: BufferEncoding,
+    callback: TransformCallback,
+  ): void {
+    this.#bytes += chunk.length;
+    if (this.#bytes > this.#blob.size) {
+      callback(
+        this.#fail(sizeError(this.#blob, `more than ${this.#blob.size}`)),
+      );
+      return;
+    }
+    this.#hash.update(chunk);
+    callback(null, chunk);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    if (this.#bytes !== this.#blob.size) {
+      callback(this.#fail(sizeError(this.#blob, String(this.#bytes))));
+      return;
+    }
+    const digest = `sha256:${this.#hash.digest("hex")}`;
+    if (digest !== this.#blob.digest) {
+      callback(
+        this.#fail(
+          new PpaLoadError(
+            "REGISTRY",
+            `the bytes of blob ${this.#blob.digest} hash to ${digest}, so they do not match the blob's digest`,
+            {
+              hint: "the blob's source changed or was damaged after its digest was computed; run the import again",
+            },
+          ),
+        ),
+      );
+      return;
+    }
+    callback();
+  }
+
+  #fail(error: PpaLoadError): PpaLoadError {
+    this.failure ??= error;
+    return this.failure;
+  }
+}
+
+function readError(blob: BlobSource, error: unknown): PpaLoadError {
+  return new PpaLoadError(
+    "REGISTRY",
+    `cannot read blob ${blob.digest}: ${errorMessage(error)}`,
+    { cause: error },
+  );
+}
+
+function sizeError(blob: BlobSource, read: string): PpaLoadError {
+  return new PpaLoadError(
+    "REGISTRY",
+    `blob ${blob.digest} should be ${blob.size} bytes, but ${read} bytes were read`,
+    {
+      hint: "the blob's source changed or was damaged after its size was taken; run the import again",
+    },
+  );
+}
+
+/**
+ * Reads a blob front to back in slices, for chunked uploads. Going back to an
+ * earlier offset opens the blob again. Every byte passes through a
+ * `BlobStream`, so the reader fails when the blob does not match its size or
+ * digest.
+ */
+class BlobReader {
+  readonly #blob: BlobSource;
+  #stream: BlobStream | undefined;
+  #chunks: AsyncIterator<Buffer> | undefined;
+  /** Bytes read from the stream but not yet returned or skipped. */
+  #pending: Buffer = Buffer.alloc(0);
+  /** Offset in the blob of the first pending byte. */
+  #position = 0;
+  /** The bytes the last read took from the stream; they end at `#position`. */
+  #previous: { offset: number; bytes: Buffer } | undefined;
+
+  constructor(blob: BlobSource) {
+    this.#blob = blob;
+  }
+
+  /**
+   * Returns `length` bytes from `offset` on. Bytes of the previous read are
+   * served again from memory, so a registry that kept part of a chunk does
+   * not cost a new pass over the blob.
+   */
+  async read(offset: number, length: number): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    const previous = this.#previous;
+    if (previous && offset >= previous.offset && offset < this.#position) {
+      const start = offset - previous.offset;
+      const head = previous.bytes.subarray(start, start + length);
+      parts.push(head);
+      offset += head.length;
+      length -= head.length;
+    }
+    if (length > 0) {
+      if (!this.#chunks || offset < this.#position) this.#open();
+      await this.#advance(offset - this.#position);
+      const bytes = await this.#take(length);
+      this.#previous = { offset, bytes };
+      parts.push(bytes);
+    }
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+  }
+
+  /** Reads the blob to its end, so that the size and digest checks run. */
+  async finish(): Promise<void> {
+    if (!this.#chunks) this.#open();
+    this.#consume(this.#pending.length);
+    while (!(await this.#chunks!.next()).done) {
+      // The bytes only pass through the checks.
+    }
+  }
+
+  close(): void {
+    this.#stream?.destroy();
+  }
+
+  #open(): void {
+    this.close();
+    this.#stream = new BlobStream(this.#blob);
+    this.#chunks = this.#stream[Symbol.asyncIterator]();
+    this.#pending = Buffer.alloc(0);
+    this.#position = 0;
+    this.#previous = undefined;
+  }
+
+  async #take(length: number): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    let needed = length;
+    while (needed > 0) {
+      await this.#fill();
+      const part = this.#pending.subarray(0, needed);
+      parts.push(part);
+      this.#consume(part.length);
+      needed -= part.length;
+    }
+    return Buffer.concat(parts);
+  }
+
+  async #advance(count: number): Promise<void> {
+    while (count > 0) {
+      await this.#fill();
+      const skipped = Math.min(count, this.#pending.length);
+      this.#consume(skipped);
+      count -= skipped;
+    }
+  }
+
+  /** Makes sure at least one byte is pending. */
+  async #fill(): Promise<void> {
+    if (this.#pending.length > 0) return;
+    const next = await this.#chunks!.next();
+    if (next.done) {
+      throw sizeError(this.#blob, String(this.#position));
+    }
+    this.#pending = next.value;
+  }
+
+  #consume(count: number): void {
+    this.#pending = this.#pending.subarray(count);
+    this.#position += count;
   }
 }

@@ -25,14 +25,17 @@ export class RegistryError extends PpaLoadError {
     errors: RegistryErrorDetail[];
     body?: string;
     hint?: string;
+    /** Operation the request belongs to, e.g. `uploading blob sha256:… of 12 bytes to ns/app`, put at the start of the message. */
+    context?: string;
   }) {
     const what = init.errors.length
       ? init.errors.map((e) => `${e.code}: ${e.message}`).join("; ")
       : (init.body ?? "").replace(/\s+/g, " ").trim().slice(0, 200) ||
         "no error body";
+    const prefix = init.context ? `${init.context}: ` : "";
     super(
       "REGISTRY",
-      `${init.method} ${init.url} failed: ${init.status}, ${what}`,
+      `${prefix}${init.method} ${init.url} failed: ${init.status}, ${what}`,
       {
         hint: init.hint ?? hintFor(init.status, init.errors),
       },
@@ -56,8 +59,14 @@ function hintFor(
   errors: RegistryErrorDetail[],
 ): string | undefined {
   const codes = new Set(errors.map((e) => e.code));
+  const messages = errors.map((e) => e.message).join(" ");
   if (status === 401 || codes.has("UNAUTHORIZED")) {
     return "log in with docker login REGISTRY, or give --username and --password-stdin";
+  }
+  // Registries report a full quota under different codes and statuses, so
+  // the message decides.
+  if (/quota/i.test(messages)) {
+    return "the repository or project has reached its storage quota; free space, or ask the registry's administrator to raise the quota";
   }
   if (status === 403 || codes.has("DENIED")) {
     return "the account may not push to this namespace; check its permissions or quota";
@@ -65,10 +74,27 @@ function hintFor(
   if (codes.has("NAME_INVALID")) {
     return "the repository name breaks the registry's rules; check --namespace";
   }
+  if (codes.has("NAME_UNKNOWN")) {
+    return "the registry does not create repositories on push; create the repository first, or choose another --namespace";
+  }
+  if (codes.has("BLOB_UNKNOWN") || codes.has("MANIFEST_BLOB_UNKNOWN")) {
+    return "the registry does not have a blob that the manifest references; upload the blobs again, then the manifest";
+  }
+  if (codes.has("BLOB_UPLOAD_UNKNOWN")) {
+    return "the registry reports the upload session as unknown, for example because it timed out; run the import again";
+  }
+  if (codes.has("BLOB_UPLOAD_INVALID")) {
+    return "the registry rejected the upload; run the import again, and if --chunk-size is set, try without it or with a larger value";
+  }
+  if (codes.has("DIGEST_INVALID") || codes.has("SIZE_INVALID")) {
+    return "the bytes the registry received do not match the blob's digest or size; run the import again";
+  }
   if (status === 413) {
     return "a proxy or the registry limits request size; raise that limit";
   }
-  if (status === 429) return "the registry is rate limiting; try again later";
+  if (status === 429 || codes.has("TOOMANYREQUESTS")) {
+    return "the registry is rate limiting; wait a few minutes and try again, or log in to an account with a higher limit";
+  }
   return undefined;
 }
 
