@@ -1,9 +1,12 @@
 import { posix } from "node:path";
 
 import type { SavedImage, TarballContents } from "./archive/image-tarball.js";
+import { chartFileNameProblem } from "./charts/stage.js";
+import { formatPlatform } from "./events.js";
 import {
   type ChartSpec,
   type ImageSpec,
+  type ManifestFile,
   type Platform,
   type PublishManifest,
   type ReferenceSpec,
@@ -33,9 +36,17 @@ export interface PublishTarget {
   tag: string;
 }
 
+/** The name a manifest entry wrote and the manifest files that contain it. */
+export interface Declaration {
+  name: string;
+  files: ManifestFile[];
+}
+
 export interface PlannedReference {
   /** The name the manifest (or, with no manifest, the tarball) gives it. */
   source: string;
+  /** The manifest entry that names it, absent when there is no manifest. */
+  declaredAs?: Declaration;
   tarball: string;
   image: SavedImage;
   platform: Platform;
@@ -44,6 +55,7 @@ export interface PlannedReference {
 
 export interface PlannedList {
   source: string;
+  declaredAs?: Declaration;
   target: PublishTarget;
   members: PlannedReference[];
 }
@@ -73,6 +85,11 @@ export interface PlanInput {
   manifest?: PublishManifest;
   tarballs: TarballRecord[];
   charts: ChartRecord[];
+  /**
+   * Every entry path of the archive, normalized, in archive order. It
+   * explains an archive with nothing to publish and a chart that was skipped.
+   */
+  entryPaths?: string[];
   registry: string;
   namespace: string;
 }
@@ -114,7 +131,7 @@ function target(
   tag: string,
 ): PublishTarget {
   return {
-    repository: `${input.registry}/${input.namespace}/${stripHost(repository)}`,
+    repository: `${input.registry ? `${input.registry}/` : ""}${input.namespace}/${stripHost(repository)}`,
     tag,
   };
 }
@@ -204,12 +221,46 @@ function locateReference(
   return undefined;
 }
 
-function planImage(image: ImageSpec, input: PlanInput, plan: Plan): void {
-  const members: PlannedReference[] = [];
-  for (const ref of image.references) {
-    const found = locateReference(ref, input, plan);
-    if (!found) continue;
-    const platform = ref.platform ?? found.image.platform;
+function platformsEqual(a: Platform, b: Platform): boolean {
+  return formatPlatform(a) === formatPlatform(b);
+}
+
+function targetText(target: PublishTarget): string {
+  return `${target.repository}:${target.tag}`;
+}
+
+/**
+ * Adds a planned reference, or returns the one already planned that
+ * publishes the same image with the same platform to the same target.
+ */
+function addReference(plan: Plan, planned: PlannedReference): PlannedReference {
+  const same = plan.references.find(
+    (other) =>
+      targetText(other.target) === targetText(planned.target) &&
+      other.image.imageId === planned.image.imageId &&
+      platformsEqual(other.platform, planned.platform),
+  );
+  if (same) return same;
+  plan.references.push(planned);
+  return planned;
+}
+
+/**
+ * The planned result of each manifest reference during one build, so that a
+ * reference shared by several images is located and reported once.
+ */
+type PlannedByReference = Map<ReferenceSpec, PlannedReference | undefined>;
+
+function planReference(
+  ref: ReferenceSpec,
+  input: PlanInput,
+  plan: Plan,
+  planned: PlannedByReference,
+): PlannedReference | undefined {
+  if (planned.has(ref)) return planned.get(ref);
+  const found = locateReference(ref, input, plan);
+  let result: PlannedReference | undefined;
+  if (found) {
     if (
       ref.platform &&
       ref.platform.architecture !== found.image.platform.architecture
@@ -218,23 +269,44 @@ function planImage(image: ImageSpec, input: PlanInput, plan: Plan): void {
         `${describeFiles(ref)} says ${nameOf(ref)} is for ${ref.platform.architecture}, but the image config in ${found.tarball.entry} says ${found.image.platform.architecture}; publishing it as ${ref.platform.architecture}`,
       );
     }
-    const planned: PlannedReference = {
+    result = addReference(plan, {
       source: nameOf(ref),
+      declaredAs: { name: ref.source, files: ref.declaredIn },
       tarball: found.tarball.entry,
       image: found.image,
-      platform,
+      platform: ref.platform ?? found.image.platform,
       target: target(input, ref.repository, ref.tag),
-    };
-    plan.references.push(planned);
-    members.push(planned);
-  }
-  if (needsManifestList(image) && members.length === image.references.length) {
-    plan.lists.push({
-      source: nameOf(image),
-      target: target(input, image.repository, image.tag),
-      members,
     });
   }
+  planned.set(ref, result);
+  return result;
+}
+
+function planImage(
+  image: ImageSpec,
+  input: PlanInput,
+  plan: Plan,
+  planned: PlannedByReference,
+): void {
+  const members: PlannedReference[] = [];
+  for (const ref of image.references) {
+    const member = planReference(ref, input, plan, planned);
+    if (member && !members.includes(member)) members.push(member);
+  }
+  const located = image.references.every((ref) => planned.get(ref));
+  if (!needsManifestList(image) || !located) return;
+  const list: PlannedList = {
+    source: nameOf(image),
+    declaredAs: { name: image.source, files: image.declaredIn },
+    target: target(input, image.repository, image.tag),
+    members,
+  };
+  const same = plan.lists.some(
+    (other) =>
+      targetText(other.target) === targetText(list.target) &&
+      describeMembers(other) === describeMembers(list),
+  );
+  if (!same) plan.lists.push(list);
 }
 
 function planWithoutManifest(input: PlanInput, plan: Plan): void {
@@ -247,7 +319,7 @@ function planWithoutManifest(input: PlanInput, plan: Plan): void {
       }
       for (const repoTag of image.repoTags) {
         const ref = parseReference(repoTag);
-        plan.references.push({
+        addReference(plan, {
           source: repoTag,
           tarball: tarball.entry,
           image,
@@ -259,15 +331,94 @@ function planWithoutManifest(input: PlanInput, plan: Plan): void {
   }
 }
 
+/**
+ * Returns the chart records with each entry path once, and reports every
+ * path that the archive contains more than once.
+ */
+function uniqueChartEntries(input: PlanInput, plan: Plan): ChartRecord[] {
+  const counts = new Map<string, number>();
+  for (const chart of input.charts) {
+    counts.set(chart.entry, (counts.get(chart.entry) ?? 0) + 1);
+  }
+  const unique = new Map<string, ChartRecord>();
+  for (const chart of input.charts) {
+    if (unique.has(chart.entry)) continue;
+    unique.set(chart.entry, chart);
+    const count = counts.get(chart.entry)!;
+    if (count > 1) {
+      plan.errors.push(
+        `the archive contains the chart entry ${chart.entry} ${count} times, so it is unclear which copy to write. Pack the archive again with one copy.`,
+      );
+    }
+  }
+  return [...unique.values()];
+}
+
+/**
+ * Explains why the archive has no chart for a manifest entry: the entry path
+ * exists but was skipped for its file name, the file name is one this tool
+ * skips, or nothing of that name exists.
+ */
+function reportMissingChart(
+  spec: ChartSpec,
+  input: PlanInput,
+  plan: Plan,
+): void {
+  const named = spec.paths
+    .map((p) => `${p.file} names chart ${p.path}`)
+    .join(" and ");
+  const paths = spec.paths.map((p) => normalizeManifestPath(p.path));
+  const entries = (input.entryPaths ?? []).filter(
+    (path) =>
+      path.startsWith("charts/") && !input.charts.some((c) => c.entry === path),
+  );
+  const skipped =
+    entries.find((path) => paths.includes(path)) ??
+    entries.find((path) => posix.basename(path) === spec.fileName);
+  const problem = chartFileNameProblem(
+    skipped ? posix.basename(skipped) : spec.fileName,
+  );
+  const rename = `Rename the chart file to a name of ASCII letters, digits, ".", "_", "+" and "-" that starts with a letter or digit and ends in .tgz or .tar.gz, in the archive and in the manifest.`;
+  if (skipped && problem) {
+    plan.errors.push(
+      `${named}. The archive contains ${skipped}, but it was skipped because its file name ${problem}. ${rename}`,
+    );
+  } else if (problem) {
+    plan.errors.push(
+      `${named}, but a chart of that file name is skipped because the file name ${problem}. ${rename}`,
+    );
+  } else {
+    plan.errors.push(`${named}, which the archive does not contain`);
+  }
+}
+
+/** Reports chart entries that would be written to the same file. */
+function checkChartFileNames(plan: Plan): void {
+  const byFileName = new Map<string, PlannedChart[]>();
+  for (const chart of plan.charts) {
+    byFileName.set(chart.fileName, [
+      ...(byFileName.get(chart.fileName) ?? []),
+      chart,
+    ]);
+  }
+  for (const [fileName, charts] of byFileName) {
+    if (charts.length < 2) continue;
+    const entries = charts.map((c) => c.entry);
+    plan.errors.push(
+      `the chart entries ${entries.slice(0, -1).join(", ")} and ${entries.at(-1)} would be written to the same file charts/${fileName}, so only the last one would remain. Remove or rename all but one of them in the archive.`,
+    );
+  }
+}
+
 function planCharts(input: PlanInput, plan: Plan): void {
+  const records = uniqueChartEntries(input, plan);
   const specs = input.manifest?.charts ?? [];
   const used = new Set<string>();
   for (const spec of specs) {
-    const exact = input.charts.find((c) =>
+    const exact = records.find((c) =>
       spec.paths.some((p) => c.entry === normalizeManifestPath(p.path)),
     );
-    const chart =
-      exact ?? input.charts.find((c) => c.fileName === spec.fileName);
+    const chart = exact ?? records.find((c) => c.fileName === spec.fileName);
     for (const p of spec.paths) {
       if (chart && chart.entry !== normalizeManifestPath(p.path)) {
         plan.warnings.push(
@@ -276,15 +427,13 @@ function planCharts(input: PlanInput, plan: Plan): void {
       }
     }
     if (!chart) {
-      plan.errors.push(
-        `${spec.paths.map((p) => `${p.file} names chart ${p.path}`).join(" and ")}, which the archive does not contain`,
-      );
+      reportMissingChart(spec, input, plan);
       continue;
     }
     used.add(chart.entry);
     plan.charts.push({ entry: chart.entry, fileName: chart.fileName, spec });
   }
-  for (const chart of input.charts) {
+  for (const chart of records) {
     if (used.has(chart.entry)) continue;
     if (specs.length > 0) {
       plan.warnings.push(
@@ -293,6 +442,7 @@ function planCharts(input: PlanInput, plan: Plan): void {
     }
     plan.charts.push({ entry: chart.entry, fileName: chart.fileName });
   }
+  checkChartFileNames(plan);
 }
 
 function reportUnpublished(input: PlanInput, plan: Plan): void {
@@ -324,23 +474,54 @@ function reportUnpublished(input: PlanInput, plan: Plan): void {
   }
 }
 
+/** Describes a planned reference for a message: name, manifest files, tarball and platform. */
+function describePlanned(ref: PlannedReference): string {
+  const where = `${ref.tarball}, ${formatPlatform(ref.platform)}`;
+  if (!ref.declaredAs) return `${ref.source} (${where})`;
+  return `${ref.declaredAs.name} (${ref.declaredAs.files.join(" and ")}: ${where})`;
+}
+
+function describeMembers(list: PlannedList): string {
+  return list.members
+    .map(
+      (member) =>
+        `${member.source} (${member.tarball}, ${formatPlatform(member.platform)})`,
+    )
+    .join(", ");
+}
+
+function describeList(list: PlannedList): string {
+  if (!list.declaredAs) return list.source;
+  return `${list.declaredAs.name} (${list.declaredAs.files.join(" and ")})`;
+}
+
 function checkTargets(plan: Plan): void {
+  const fix = plan.references.some((ref) => ref.declaredAs)
+    ? "Correct the manifest so that each name maps to one image."
+    : "Save one of the images under another tag.";
   const seen = new Map<string, PlannedReference>();
   for (const ref of plan.references) {
-    const text = `${ref.target.repository}:${ref.target.tag}`;
+    const text = targetText(ref.target);
     const problem = checkReference(text);
     if (problem)
       plan.errors.push(`cannot publish ${ref.source} as ${text}: ${problem}`);
     const other = seen.get(text);
-    if (other && other.image.imageId !== ref.image.imageId) {
-      plan.errors.push(
-        `${other.source} (${other.tarball}) and ${ref.source} (${ref.tarball}) would both be published as ${text}`,
-      );
+    if (!other) {
+      seen.set(text, ref);
+      continue;
     }
-    seen.set(text, ref);
+    const difference =
+      other.image.imageId !== ref.image.imageId
+        ? "they are different images"
+        : "they are given different platforms";
+    plan.errors.push(
+      `${describePlanned(other)} and ${describePlanned(ref)} would both be published as ${text}, but ${difference}. ${fix}`,
+    );
   }
+
+  const lists = new Map<string, PlannedList>();
   for (const list of plan.lists) {
-    const text = `${list.target.repository}:${list.target.tag}`;
+    const text = targetText(list.target);
     const problem = checkReference(text);
     if (problem)
       plan.errors.push(
@@ -351,6 +532,100 @@ function checkTargets(plan: Plan): void {
         `the manifest list ${list.source} and the image ${seen.get(text)!.source} would both be published as ${text}`,
       );
     }
+    const other = lists.get(text);
+    if (!other) {
+      lists.set(text, list);
+      continue;
+    }
+    plan.errors.push(
+      `the manifest lists ${describeList(other)} and ${describeList(list)} would both be published as ${text}, with different members [${describeMembers(other)}] and [${describeMembers(list)}]. ${fix}`,
+    );
+  }
+}
+
+/**
+ * Warns about manifest files that name nothing, because the plan then falls
+ * back to publishing every tag, or uses the other manifest file alone.
+ */
+function reportEmptyManifests(manifest: PublishManifest, plan: Plan): void {
+  const emptyFiles = manifest.emptyFiles ?? [];
+  const namesNothing = manifest.images.length + manifest.charts.length === 0;
+  const fallBack =
+    "so every tagged image in the archive is published under the tags it was saved with";
+  for (const file of emptyFiles) {
+    const others = manifest.files.filter((f) => !emptyFiles.includes(f));
+    if (namesNothing || others.length === 0) {
+      plan.warnings.push(
+        `${file} is empty or contains only comments, ${fallBack}. List the images and charts to publish in ${file}, or remove it.`,
+      );
+    } else {
+      plan.warnings.push(
+        `${file} is empty or contains only comments, so only ${others.join(" and ")} is used`,
+      );
+    }
+  }
+  const written = manifest.files.filter((f) => !emptyFiles.includes(f));
+  if (namesNothing && written.length > 0) {
+    plan.warnings.push(
+      `${written.join(" and ")} ${written.length > 1 ? "name" : "names"} no images and no charts, ${fallBack}`,
+    );
+  }
+}
+
+/** Checks whether a path is a manifest, image tarball or chart at the top of `folder`. */
+function isPpaContent(path: string, folder: string): boolean {
+  const inner = path.slice(folder.length + 1);
+  return (
+    /^manifest\.(yaml|yml|json)$/.test(inner) ||
+    inner.startsWith("images/") ||
+    inner.startsWith("charts/")
+  );
+}
+
+/**
+ * Reports an archive with nothing to publish. When its entry paths show the
+ * cause, the error names it: the PPA contents are under one top-level
+ * folder, or the archive is a Helm chart.
+ */
+function reportNothingToPublish(input: PlanInput, plan: Plan): void {
+  const namesSomething =
+    input.manifest &&
+    input.manifest.images.length + input.manifest.charts.length > 0;
+  if (namesSomething || input.tarballs.length + input.charts.length > 0) {
+    return;
+  }
+  // macOS adds ._NAME and __MACOSX/ entries of its own to archives it packs.
+  const paths = (input.entryPaths ?? []).filter(
+    (path) =>
+      !posix.basename(path).startsWith("._") && !path.startsWith("__MACOSX/"),
+  );
+  const manifestEntry = paths.some((path) =>
+    /^manifest\.(yaml|yml|json)$/.test(path),
+  );
+  // A manifest that could not be read is reported on its own, as the reason.
+  if (!input.manifest && manifestEntry) return;
+
+  const nothing =
+    "the archive has no image tarball under images/, no chart under charts/ and no manifest naming an image or chart at its top level, so there is nothing to publish";
+  const folders = new Set(paths.map((path) => path.split("/")[0]));
+  const [folder] = folders;
+  const nested =
+    folders.size === 1 && paths.every((path) => path.includes("/"))
+      ? paths.filter((path) => isPpaContent(path, folder))
+      : [];
+  const chart = paths.find((path) => /^[^/]+\/Chart\.yaml$/.test(path));
+  if (nested.length > 0) {
+    plan.errors.push(
+      `${nothing}. Its entries are under the top-level folder ${folder}/ (for example ${nested[0]}). Extract the archive and pack the contents of ${folder}/ again without the folder, e.g. tar -czf NEW.tgz -C ${folder} .`,
+    );
+  } else if (chart) {
+    plan.errors.push(
+      `the archive is a Helm chart (it contains ${chart}), not a PPA archive, so there is nothing to publish. Give a PPA archive, with manifest.yaml, images/ and charts/ at its top level.`,
+    );
+  } else {
+    plan.errors.push(
+      `${nothing}. Check that the file is a PPA archive, with manifest.yaml, images/ and charts/ at its top level.`,
+    );
   }
 }
 
@@ -364,11 +639,16 @@ export function buildPlan(input: PlanInput): Plan {
     warnings: [],
     errors: [],
   };
+  if (input.manifest) reportEmptyManifests(input.manifest, plan);
+  reportNothingToPublish(input, plan);
   if (
     input.manifest &&
     input.manifest.images.length + input.manifest.charts.length > 0
   ) {
-    for (const image of input.manifest.images) planImage(image, input, plan);
+    const planned: PlannedByReference = new Map();
+    for (const image of input.manifest.images) {
+      planImage(image, input, plan, planned);
+    }
   } else {
     input = { ...input, manifest: undefined };
     planWithoutManifest(input, plan);

@@ -8,11 +8,33 @@ import type { ArchiveEntry } from "../archive/entries.js";
 import { PpaLoadError } from "../errors.js";
 import type { PlannedChart } from "../plan.js";
 
-/** A chart file name this tool writes: no folders, no leading dot. */
-const safeFileName = /^[A-Za-z0-9][A-Za-z0-9._+-]*\.(tgz|tar\.gz)$/;
+/**
+ * Returns why this tool does not write a chart of this file name, as a
+ * clause that follows "the file name", or undefined when it does write it.
+ * A name it writes has no folders, starts with an ASCII letter or digit,
+ * contains only ASCII letters, digits, ".", "_", "+" and "-", has no "..",
+ * and ends in .tgz or .tar.gz.
+ */
+export function chartFileNameProblem(name: string): string | undefined {
+  if (name.includes("/") || name.includes("\\")) {
+    return "contains a folder separator";
+  }
+  if (name.startsWith(".")) return "starts with a dot";
+  if (!/^[A-Za-z0-9]/.test(name)) {
+    return "does not start with a letter or digit";
+  }
+  if (/\s/.test(name)) return "contains white space";
+  const other = name.match(/[^A-Za-z0-9._+-]/);
+  if (other) {
+    return `contains the character ${JSON.stringify(other[0])}, and only ASCII letters, digits, ".", "_", "+" and "-" are allowed`;
+  }
+  if (name.includes("..")) return 'contains ".."';
+  if (!/\.(tgz|tar\.gz)$/.test(name)) return "does not end in .tgz or .tar.gz";
+  return undefined;
+}
 
 export function isSafeChartFileName(name: string): boolean {
-  return safeFileName.test(name) && !name.includes("..");
+  return chartFileNameProblem(name) === undefined;
 }
 
 /**
@@ -25,7 +47,10 @@ export class ChartStager {
   readonly outputDir: string;
   readonly chartsDir: string;
   readonly #stagingDir: string;
+  /** The staging file of each entry path. */
   readonly #staged = new Map<string, string>();
+  /** The number of entries staged so far, which names each staging file. */
+  #count = 0;
 
   constructor(outputDir: string) {
     this.outputDir = resolve(outputDir);
@@ -36,23 +61,42 @@ export class ChartStager {
     );
   }
 
-  /** Copies a chart entry's bytes to the staging folder. */
+  /**
+   * Copies a chart entry's bytes to a staging file of its own. An entry path
+   * staged again replaces the earlier copy for `commit`.
+   */
   async stage(entry: ArchiveEntry, fileName: string): Promise<void> {
     await mkdir(this.#stagingDir, { recursive: true });
-    const path = join(this.#stagingDir, `${this.#staged.size}`);
+    const path = join(this.#stagingDir, `${this.#count++}`);
     await pipeline(entry.body, createWriteStream(path));
     this.#staged.set(entry.path, path);
   }
 
-  /** Moves planned charts to `charts/FILE`; returns their paths. */
+  /**
+   * Moves planned charts to `charts/FILE`; returns their paths. A chart
+   * planned twice is moved once. Throws before moving any chart when two
+   * entries would be written to the same file.
+   */
   async commit(
     charts: PlannedChart[],
   ): Promise<{ entry: string; path: string }[]> {
+    const byFileName = new Map<string, string>();
+    for (const chart of charts) {
+      const other = byFileName.get(chart.fileName);
+      if (other !== undefined && other !== chart.entry) {
+        throw new PpaLoadError(
+          "CHART",
+          `the chart entries ${other} and ${chart.entry} would both be written to ${join(this.chartsDir, chart.fileName)}, so no chart was written`,
+          { hint: "remove or rename one of them in the archive" },
+        );
+      }
+      byFileName.set(chart.fileName, chart.entry);
+    }
     await mkdir(this.chartsDir, { recursive: true });
     const written: { entry: string; path: string }[] = [];
     for (const chart of charts) {
       const staged = this.#staged.get(chart.entry);
-      if (!staged) continue;
+      if (!staged || written.some((w) => w.entry === chart.entry)) continue;
       const path = join(this.chartsDir, chart.fileName);
       if (!path.startsWith(this.chartsDir + sep)) {
         throw new PpaLoadError(

@@ -29,6 +29,10 @@ export interface ImageSpec {
   repository: string;
   tag: string;
   source: string;
+  /**
+   * The image's references. Images that name the same reference share one
+   * ReferenceSpec object.
+   */
   references: ReferenceSpec[];
   declaredIn: ManifestFile[];
 }
@@ -45,6 +49,8 @@ export interface ChartSpec {
 export interface PublishManifest {
   /** The manifest files the model was built from; empty when there were none. */
   files: ManifestFile[];
+  /** The manifest files that were empty or contained only comments. */
+  emptyFiles?: ManifestFile[];
   images: ImageSpec[];
   charts: ChartSpec[];
 }

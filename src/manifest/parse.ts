@@ -11,6 +11,7 @@ import {
   type PublishManifest,
   type ReferenceSpec,
   nameOf,
+  needsManifestList,
 } from "./model.js";
 
 type Json = Record<string, unknown>;
@@ -23,6 +24,8 @@ export interface ManifestProblem {
 
 export interface ParsedManifest {
   file: ManifestFile;
+  /** True when the file is empty or contains only comments. */
+  empty?: boolean;
   images: ImageSpec[];
   charts: ChartSpec[];
   warnings: ManifestProblem[];
@@ -60,15 +63,105 @@ export function joinRepeatedImageBlocks(text: string): string {
   return [...others, "images:", ...imageItems].join("\n");
 }
 
-/** Returns a copy with every mapping key trimmed: `repository :` is `repository`. */
-function trimKeys(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(trimKeys);
-  if (value === null || typeof value !== "object") return value;
-  const out: Json = {};
-  for (const [key, item] of Object.entries(value as Json)) {
-    out[key.trim()] = trimKeys(item);
+/**
+ * The maximum number of values a manifest may contain once its YAML aliases
+ * are expanded. Nine levels of nine aliases, about 300 bytes of YAML, expand
+ * to 9^9 (about 387 million) values.
+ * NOTE: the limit is an estimate, chosen far above what a manifest of a few
+ * thousand images and their references contains.
+ */
+export const MAX_MANIFEST_VALUES = 1_000_000;
+
+/**
+ * Returns a copy with every mapping key trimmed: `repository :` is
+ * `repository`. js-yaml 4 loads each alias as the same object as its anchor,
+ * so each object is copied once and the copy keeps that sharing. Throws when
+ * the document, with its aliases expanded, would contain more than
+ * MAX_MANIFEST_VALUES values, or when an alias refers to a value that
+ * contains it.
+ */
+function trimKeys(file: ManifestFile, document: unknown): unknown {
+  const copies = new Map<object, unknown>();
+  /** The expanded number of values of each copied object, capped just above the maximum. */
+  const sizes = new Map<object, number>();
+
+  const visit = (value: unknown): { copy: unknown; size: number } => {
+    if (value === null || typeof value !== "object") {
+      return { copy: value, size: 1 };
+    }
+    if (copies.has(value)) {
+      const size = sizes.get(value);
+      if (size === undefined) {
+        invalid(
+          file,
+          "a YAML alias (*NAME) refers to a value that contains it, so the manifest is infinite. Write the entries out without that alias.",
+        );
+      }
+      return { copy: copies.get(value), size };
+    }
+
+    let size = 1;
+    let copy: unknown;
+    if (Array.isArray(value)) {
+      const items: unknown[] = [];
+      copies.set(value, items);
+      for (const item of value) {
+        const child = visit(item);
+        items.push(child.copy);
+        size = Math.min(size + child.size, MAX_MANIFEST_VALUES + 1);
+      }
+      copy = items;
+    } else {
+      const out: Json = {};
+      copies.set(value, out);
+      for (const [key, item] of Object.entries(value as Json)) {
+        const child = visit(item);
+        out[key.trim()] = child.copy;
+        size = Math.min(size + child.size, MAX_MANIFEST_VALUES + 1);
+      }
+      copy = out;
+    }
+    sizes.set(value, size);
+    return { copy, size };
+  };
+
+  const { copy, size } = visit(document);
+  if (size > MAX_MANIFEST_VALUES) {
+    invalid(
+      file,
+      `expands to too many entries: more than ${MAX_MANIFEST_VALUES} values once its YAML aliases (*NAME) are expanded. Write the entries out, or remove the aliases that repeat other aliases.`,
+    );
   }
-  return out;
+  return copy;
+}
+
+/** Describes a manifest value for an error message, in at most about 80 characters. */
+function describeValue(value: unknown): string {
+  const max = 80;
+  let text = "";
+  const write = (item: unknown): void => {
+    if (Array.isArray(item)) {
+      text += "[";
+      for (let i = 0; i < item.length && text.length <= max; i++) {
+        if (i > 0) text += ",";
+        write(item[i]);
+      }
+      text += "]";
+    } else if (item !== null && typeof item === "object") {
+      text += "{";
+      const entries = Object.entries(item as Json);
+      for (let i = 0; i < entries.length && text.length <= max; i++) {
+        if (i > 0) text += ",";
+        text += `${JSON.stringify(entries[i][0])}:`;
+        write(entries[i][1]);
+      }
+      text += "}";
+    } else {
+      text += JSON.stringify(item) ?? String(item);
+    }
+  };
+  write(value);
+  return text.length > max ? `${text.slice(0, max)}...` : text;
 }
 
 function asString(
@@ -79,13 +172,13 @@ function asString(
   if (value === undefined || value === null) return undefined;
   if (typeof value === "string") return value.trim();
   if (typeof value === "number") return String(value);
-  invalid(file, `${where} must be a string, got ${JSON.stringify(value)}`);
+  invalid(file, `${where} must be a string, got ${describeValue(value)}`);
 }
 
 function asList(file: ManifestFile, where: string, value: unknown): unknown[] {
   if (value === undefined || value === null) return [];
   if (!Array.isArray(value)) {
-    invalid(file, `${where} must be a list, got ${JSON.stringify(value)}`);
+    invalid(file, `${where} must be a list, got ${describeValue(value)}`);
   }
   return value;
 }
@@ -263,12 +356,20 @@ function parseImage(file: ManifestFile, item: unknown, i: number): ImageSpec {
 
 function parseDocument(file: ManifestFile, document: unknown): ParsedManifest {
   if (document === null || document === undefined) {
-    return { file, images: [], charts: [], warnings: [] };
+    return {
+      file,
+      empty: true,
+      images: [],
+      charts: [],
+      warnings: [
+        { file, message: `${file} is empty or contains only comments` },
+      ],
+    };
   }
   if (typeof document !== "object" || Array.isArray(document)) {
     invalid(file, "the top level must be a mapping with images and charts");
   }
-  const root = trimKeys(document) as Json;
+  const root = trimKeys(file, document) as Json;
   const images = asList(file, "images", root.images).map((item, i) =>
     parseImage(file, item, i),
   );
@@ -301,6 +402,26 @@ export function parseManifestJson(text: string): ParsedManifest {
   return parseDocument(file, document);
 }
 
+function samePlatform(a: Platform, b: Platform): boolean {
+  return (
+    a.os === b.os &&
+    a.architecture === b.architecture &&
+    a.variant === b.variant
+  );
+}
+
+/**
+ * Checks whether two entries of one `repository:tag` can describe the same
+ * image: no `archive` or `platform` that both give differs.
+ */
+function compatible(a: ReferenceSpec, b: ReferenceSpec): boolean {
+  if (a.archive && b.archive && a.archive !== b.archive) return false;
+  if (a.platform && b.platform && !samePlatform(a.platform, b.platform)) {
+    return false;
+  }
+  return true;
+}
+
 function mergeReference(target: ReferenceSpec, from: ReferenceSpec): void {
   target.archive ??= from.archive;
   target.platform ??= from.platform;
@@ -311,19 +432,60 @@ function mergeReference(target: ReferenceSpec, from: ReferenceSpec): void {
 }
 
 /**
+ * Checks whether an image can be joined into an earlier one of the same
+ * name: each of its references is already there or has a name the earlier
+ * one does not use.
+ */
+function canJoin(target: ImageSpec, from: ImageSpec): boolean {
+  const names = new Set(target.references.map(nameOf));
+  return from.references.every(
+    (ref) => target.references.includes(ref) || !names.has(nameOf(ref)),
+  );
+}
+
+function joinImage(target: ImageSpec, from: ImageSpec): void {
+  for (const ref of from.references) {
+    if (!target.references.includes(ref)) target.references.push(ref);
+  }
+  for (const file of from.declaredIn) {
+    if (!target.declaredIn.includes(file)) target.declaredIn.push(file);
+  }
+}
+
+/**
  * Merges the manifests of one archive into one model. Both files usually
  * describe the same images: manifest.yaml gives the multi-architecture
- * structure and manifest.json the file of each image, so references are
- * joined by `repository:tag`, and charts by file name.
+ * structure and manifest.json the file of each image.
+ *
+ * Entries of one `repository:tag` that agree (no `archive` or `platform` that
+ * both give differs) become one reference, which every image naming it
+ * shares. Entries that disagree stay separate references, so the plan
+ * reports them when they would publish different images under one name.
+ * Images of one name are joined unless that would give one name to two
+ * different references. Charts are joined by file name.
  */
 export function mergeManifests(parsed: ParsedManifest[]): {
   manifest: PublishManifest;
   warnings: ManifestProblem[];
 } {
   const images: ImageSpec[] = [];
-  const references = new Map<string, ReferenceSpec>();
+  /** Each distinct reference of a `repository:tag`, in the order first met. */
+  const references = new Map<string, ReferenceSpec[]>();
   const charts = new Map<string, ChartSpec>();
   const warnings: ManifestProblem[] = [];
+  const emptyFiles: ManifestFile[] = [];
+
+  const shared = (ref: ReferenceSpec): ReferenceSpec => {
+    const known = references.get(nameOf(ref)) ?? [];
+    const match = known.find((other) => compatible(other, ref));
+    if (match) {
+      mergeReference(match, ref);
+      return match;
+    }
+    const copy = { ...ref, declaredIn: [...ref.declaredIn] };
+    references.set(nameOf(ref), [...known, copy]);
+    return copy;
+  };
 
   // manifest.yaml first, so that its structure wins.
   const ordered = [...parsed]
@@ -331,20 +493,32 @@ export function mergeManifests(parsed: ParsedManifest[]): {
     .reverse();
   for (const manifest of ordered) {
     warnings.push(...manifest.warnings);
-    for (const image of manifest.images) {
-      const fresh = image.references.filter((ref) => {
-        const known = references.get(nameOf(ref));
-        if (known) mergeReference(known, ref);
-        return !known;
-      });
-      if (fresh.length === 0) continue;
-      const existing = images.find((other) => nameOf(other) === nameOf(image));
-      if (existing) {
-        existing.references.push(...fresh);
-      } else {
-        images.push({ ...image, references: fresh });
+    if (manifest.empty) emptyFiles.push(manifest.file);
+    for (const parsedImage of manifest.images) {
+      const refs: ReferenceSpec[] = [];
+      for (const ref of parsedImage.references.map(shared)) {
+        if (!refs.includes(ref)) refs.push(ref);
       }
-      for (const ref of fresh) references.set(nameOf(ref), ref);
+      const image: ImageSpec = {
+        ...parsedImage,
+        references: refs,
+        declaredIn: [...parsedImage.declaredIn],
+      };
+      // manifest.json of the flat format lists each reference as an image of
+      // its own. Such an image adds nothing when another image already
+      // publishes its reference.
+      const alreadyPublished =
+        !needsManifestList(image) &&
+        images.some((other) => other.references.includes(refs[0]));
+      if (alreadyPublished) continue;
+      const sameName = images.find(
+        (other) => nameOf(other) === nameOf(image) && canJoin(other, image),
+      );
+      if (sameName) {
+        joinImage(sameName, image);
+      } else {
+        images.push(image);
+      }
     }
 
     for (const chart of manifest.charts) {
@@ -366,6 +540,7 @@ export function mergeManifests(parsed: ParsedManifest[]): {
   return {
     manifest: {
       files: ordered.map((m) => m.file),
+      emptyFiles,
       images,
       charts: [...charts.values()],
     },

@@ -273,3 +273,255 @@ describe("mergeManifests", () => {
     ]);
   });
 });
+
+describe("mergeManifests with shared references", () => {
+  const sharedYaml = `
+images:
+- image: t/solo:1
+  references:
+  - repository: t/a-amd64:1
+    archive: images/amd.tar
+    platform: {os: linux, architecture: amd64}
+- image: t/app:1
+  references:
+  - repository: t/a-amd64:1
+    archive: images/amd.tar
+    platform: {os: linux, architecture: amd64}
+  - repository: t/a-arm64:1
+    archive: images/arm.tar
+    platform: {os: linux, architecture: arm64}
+`;
+
+  it("keeps a shared reference in every image", () => {
+    const { manifest } = mergeManifests([parseManifestYaml(sharedYaml)]);
+
+    expect(manifest.images.map((i) => i.repository)).toEqual([
+      "t/solo",
+      "t/app",
+    ]);
+    expect(manifest.images[0].references.map((r) => r.repository)).toEqual([
+      "t/a-amd64",
+    ]);
+    expect(manifest.images[1].references.map((r) => r.repository)).toEqual([
+      "t/a-amd64",
+      "t/a-arm64",
+    ]);
+  });
+
+  it("shares one reference object between images", () => {
+    const { manifest } = mergeManifests([parseManifestYaml(sharedYaml)]);
+
+    expect(manifest.images[1].references[0]).toBe(
+      manifest.images[0].references[0],
+    );
+  });
+
+  it("keeps two tags sharing references", () => {
+    const yaml = parseManifestYaml(`
+images:
+- image: t/app:1.0
+  references:
+  - repository: t/a-amd64:1
+  - repository: t/a-arm64:1
+- image: t/app:latest
+  references:
+  - repository: t/a-amd64:1
+  - repository: t/a-arm64:1
+`);
+
+    const { manifest } = mergeManifests([yaml]);
+
+    expect(manifest.images.map((i) => i.tag)).toEqual(["1.0", "latest"]);
+    for (const image of manifest.images) {
+      expect(image.references.map((r) => r.repository)).toEqual([
+        "t/a-amd64",
+        "t/a-arm64",
+      ]);
+    }
+  });
+
+  it("joins one image from both files", () => {
+    const yaml = parseManifestYaml(
+      `images:\n- image: t/a:1\n  references:\n  - repository: t/a-amd64:1\n`,
+    );
+    const json = parseManifestJson(
+      JSON.stringify({
+        images: [
+          {
+            image: "t/a:1",
+            references: [
+              { repository: "t/a-amd64:1", archive: "images/amd.tar" },
+              { repository: "t/a-arm64:1", archive: "images/arm.tar" },
+            ],
+          },
+        ],
+      }),
+    );
+
+    const { manifest } = mergeManifests([json, yaml]);
+
+    expect(manifest.images).toHaveLength(1);
+    expect(manifest.images[0].declaredIn).toEqual([
+      "manifest.yaml",
+      "manifest.json",
+    ]);
+    expect(manifest.images[0].references.map((r) => r.archive)).toEqual([
+      "images/amd.tar",
+      "images/arm.tar",
+    ]);
+  });
+
+  it("separates one name with two archives", () => {
+    const yaml = parseManifestYaml(`
+images:
+- image: quay.io/t/a:1
+  references:
+  - repository: quay.io/t/a:1
+    archive: images/a.tar
+- image: docker.io/t/a:1
+  references:
+  - repository: docker.io/t/a:1
+    archive: images/b.tar
+`);
+
+    const { manifest } = mergeManifests([yaml]);
+
+    expect(manifest.images).toHaveLength(2);
+    expect(
+      manifest.images.map((i) => [
+        i.references[0].source,
+        i.references[0].archive,
+      ]),
+    ).toEqual([
+      ["quay.io/t/a:1", "images/a.tar"],
+      ["docker.io/t/a:1", "images/b.tar"],
+    ]);
+  });
+
+  it("separates disagreeing manifest files", () => {
+    const yaml = parseManifestYaml(
+      `images:\n- image: t/a:1\n  references:\n  - repository: t/a:1\n    archive: images/a.tar\n`,
+    );
+    const json = parseManifestJson(
+      JSON.stringify({
+        images: [{ image: "t/a", tag: "1", archive: "images/b.tar" }],
+      }),
+    );
+
+    const { manifest } = mergeManifests([json, yaml]);
+
+    expect(manifest.images).toHaveLength(2);
+    expect(manifest.images[0].references[0]).toMatchObject({
+      archive: "images/a.tar",
+      declaredIn: ["manifest.yaml"],
+    });
+    expect(manifest.images[1].references[0]).toMatchObject({
+      archive: "images/b.tar",
+      declaredIn: ["manifest.json"],
+    });
+  });
+
+  it("separates one name with two platforms", () => {
+    const yaml = parseManifestYaml(
+      `images:\n- image: t/a:1\n  references:\n  - repository: t/a-x:1\n    platform: {architecture: amd64}\n`,
+    );
+    const json = parseManifestJson(
+      JSON.stringify({
+        images: [
+          {
+            image: "t/a:1",
+            references: [
+              { repository: "t/a-x:1", platform: { architecture: "arm64" } },
+            ],
+          },
+        ],
+      }),
+    );
+
+    const { manifest } = mergeManifests([yaml, json]);
+
+    expect(manifest.images).toHaveLength(2);
+    expect(
+      manifest.images.map((i) => i.references[0].platform?.architecture),
+    ).toEqual(["amd64", "arm64"]);
+  });
+
+  it("lists the manifest files that are empty", () => {
+    const { manifest } = mergeManifests([
+      parseManifestYaml("# no images yet\n"),
+      parseManifestJson('{"images":[]}'),
+    ]);
+
+    expect(manifest.emptyFiles).toEqual(["manifest.yaml"]);
+  });
+});
+
+describe("parseManifestYaml with aliases", () => {
+  function aliasBomb(levels: number): string {
+    const lines = [`l0: &l0 ["x","x","x","x","x","x","x","x","x"]`];
+    for (let level = 1; level <= levels; level++) {
+      const alias = `*l${level - 1}`;
+      lines.push(`l${level}: &l${level} [${Array(9).fill(alias).join(",")}]`);
+    }
+    lines.push("images:", "- image: t/a:1");
+    return lines.join("\n");
+  }
+
+  it("rejects an alias bomb", () => {
+    const error = thrown(() => parseManifestYaml(aliasBomb(8)));
+
+    expect(error.code).toBe("MANIFEST_INVALID");
+    expect(error.message).toMatch(/^manifest\.yaml: /);
+    expect(error.message).toContain("expands to too many entries");
+  });
+
+  it("accepts aliases below the limit", () => {
+    const parsed = parseManifestYaml(`${aliasBomb(3)}
+  references:
+  - repository : t/a-amd64:1
+    platform: &amd {architecture : amd64}
+  - repository : t/a-amd64-copy:1
+    platform: *amd
+`);
+
+    expect(parsed.images[0].references.map((r) => r.platform)).toEqual([
+      { os: "linux", architecture: "amd64" },
+      { os: "linux", architecture: "amd64" },
+    ]);
+  });
+
+  it("rejects a self-referencing alias", () => {
+    const error = thrown(() => parseManifestYaml("images: &a [*a]\n"));
+
+    expect(error.code).toBe("MANIFEST_INVALID");
+    expect(error.message).toContain("refers to a value that contains it");
+  });
+
+  it("shortens large values in messages", () => {
+    const error = thrown(() =>
+      parseManifestYaml(`${aliasBomb(4)}\n  tag: *l4\n`),
+    );
+
+    expect(error.message).toContain("images[0].tag must be a string");
+    expect(error.message.length).toBeLessThan(200);
+    expect(error.message).toMatch(/\.\.\.$/);
+  });
+});
+
+describe("parseManifestYaml of an empty file", () => {
+  it.each([
+    ["zero bytes", ""],
+    ["only comments", "# images come later\n"],
+  ])("marks a file of %s as empty", (_case, text) => {
+    const parsed = parseManifestYaml(text);
+
+    expect(parsed.empty).toBe(true);
+    expect(parsed.images).toEqual([]);
+    expect(parsed.warnings).toEqual([
+      {
+        file: "manifest.yaml",
+        message: "manifest.yaml is empty or contains only comments",
+      },
+    ]);
+  });
+});

@@ -21,6 +21,8 @@ function image(
   return {
     imageId: `sha256:${Buffer.from(id).toString("hex").padEnd(64, "0").slice(0, 64)}`,
     repoTags,
+    configPath: "config.json",
+    layerPaths: [],
     platform: { os: "linux", architecture },
     diffIds: [],
   };
@@ -330,5 +332,389 @@ describe("buildPlan", () => {
     expect(plan.warnings).toEqual([
       "charts/extra-1.tgz is not named by the manifest; writing it as it is",
     ]);
+  });
+});
+
+describe("buildPlan with shared references", () => {
+  const amd = tarball("images/amd.tar", image(["t/a-amd64:1"], "amd64"));
+  const arm = tarball("images/arm.tar", image(["t/a-arm64:1"], "arm64"));
+
+  it("puts a shared reference in each list", () => {
+    const plan = buildPlan(
+      input({
+        yaml: `
+images:
+- image: t/solo:1
+  references:
+  - repository: t/a-amd64:1
+    archive: images/amd.tar
+- image: t/app:1
+  references:
+  - repository: t/a-amd64:1
+    archive: images/amd.tar
+  - repository: t/a-arm64:1
+    archive: images/arm.tar
+`,
+        tarballs: [amd, arm],
+      }),
+    );
+
+    expect(plan.errors).toEqual([]);
+    expect(plan.references.map((r) => r.source)).toEqual([
+      "t/a-amd64:1",
+      "t/a-arm64:1",
+    ]);
+    expect(
+      plan.lists.map((l) => [l.source, l.members.map((m) => m.source)]),
+    ).toEqual([
+      ["t/solo:1", ["t/a-amd64:1"]],
+      ["t/app:1", ["t/a-amd64:1", "t/a-arm64:1"]],
+    ]);
+  });
+
+  it("publishes two tags with the same references", () => {
+    const refs = `  references:\n  - repository: t/a-amd64:1\n  - repository: t/a-arm64:1\n`;
+    const plan = buildPlan(
+      input({
+        yaml: `images:\n- image: t/app:1.0\n${refs}- image: t/app:latest\n${refs}`,
+        tarballs: [amd, arm],
+      }),
+    );
+
+    expect(plan.errors).toEqual([]);
+    expect(plan.references).toHaveLength(2);
+    expect(plan.lists.map((l) => l.target.tag)).toEqual(["1.0", "latest"]);
+    expect(plan.lists[1].members).toEqual(plan.lists[0].members);
+  });
+
+  it("reports a shared missing reference once", () => {
+    const refs = `  references:\n  - repository: t/missing:1\n`;
+    const plan = buildPlan(
+      input({
+        yaml: `images:\n- image: t/x:1\n${refs}- image: t/y:1\n${refs}`,
+      }),
+    );
+
+    expect(plan.errors).toEqual([
+      "manifest.yaml names t/missing:1, but no image tarball in the archive carries that name",
+    ]);
+  });
+});
+
+describe("buildPlan with one target for two images", () => {
+  const a = tarball("images/a.tar", image(["t/a:1"], "amd64", "a"));
+  const b = tarball("images/b.tar", image(["t/a:1"], "amd64", "b"));
+
+  it("reports names differing only by host", () => {
+    const plan = buildPlan(
+      input({
+        yaml: `
+images:
+- image: quay.io/t/a:1
+  references:
+  - repository: quay.io/t/a:1
+    archive: images/a.tar
+- image: docker.io/t/a:1
+  references:
+  - repository: docker.io/t/a:1
+    archive: images/b.tar
+`,
+        tarballs: [a, b],
+      }),
+    );
+
+    expect(plan.errors).toHaveLength(1);
+    expect(plan.errors[0]).toContain(
+      "quay.io/t/a:1 (manifest.yaml: images/a.tar, linux/amd64) and docker.io/t/a:1 (manifest.yaml: images/b.tar, linux/amd64) would both be published as r.example:5000/ns/t/a:1, but they are different images",
+    );
+    expect(plan.errors[0]).toContain("Correct the manifest");
+  });
+
+  it("reports one name mapped to two tarballs", () => {
+    const plan = buildPlan(
+      input({
+        yaml: `images:\n- image: t/a:1\n  references:\n  - repository: t/a:1\n    archive: images/a.tar\n`,
+        json: JSON.stringify({
+          images: [{ image: "t/a", tag: "1", archive: "images/b.tar" }],
+        }),
+        tarballs: [a, b],
+      }),
+    );
+
+    expect(plan.errors).toHaveLength(1);
+    expect(plan.errors[0]).toContain(
+      "t/a:1 (manifest.yaml: images/a.tar, linux/amd64) and t/a:1 (manifest.json: images/b.tar, linux/amd64) would both be published as r.example:5000/ns/t/a:1",
+    );
+  });
+
+  it("publishes identical images once", () => {
+    const copy = tarball("images/copy.tar", image(["t/a:1"], "amd64", "a"));
+    const plan = buildPlan(
+      input({
+        yaml: `images:\n- image: t/a:1\n  references:\n  - repository: t/a:1\n    archive: images/a.tar\n`,
+        json: JSON.stringify({
+          images: [{ image: "t/a", tag: "1", archive: "images/copy.tar" }],
+        }),
+        tarballs: [a, copy],
+      }),
+    );
+
+    expect(plan.errors).toEqual([]);
+    expect(plan.references.map((r) => r.tarball)).toEqual(["images/a.tar"]);
+  });
+
+  it("reports manifest files that disagree", () => {
+    const plan = buildPlan(
+      input({
+        yaml: `
+images:
+- image: t/a:1
+  references:
+  - repository: t/a-amd64:1
+    archive: images/amd.tar
+    platform: {os: linux, architecture: amd64}
+  - repository: t/a-arm64:1
+    archive: images/arm.tar
+    platform: {os: linux, architecture: arm64}
+`,
+        json: JSON.stringify({
+          images: [
+            {
+              image: "t/a:1",
+              references: [
+                {
+                  repository: "t/a-amd64:1",
+                  archive: "images/arm.tar",
+                  platform: { os: "linux", architecture: "arm64" },
+                },
+                {
+                  repository: "t/a-arm64:1",
+                  archive: "images/amd.tar",
+                  platform: { os: "linux", architecture: "amd64" },
+                },
+              ],
+            },
+          ],
+        }),
+        tarballs: [
+          tarball("images/amd.tar", image(["t/a-amd64:1"], "amd64")),
+          tarball("images/arm.tar", image(["t/a-arm64:1"], "arm64")),
+        ],
+      }),
+    );
+
+    expect(plan.errors).toHaveLength(3);
+    expect(plan.errors[0]).toContain(
+      "t/a-amd64:1 (manifest.yaml: images/amd.tar, linux/amd64) and t/a-amd64:1 (manifest.json: images/arm.tar, linux/arm64) would both be published as r.example:5000/ns/t/a-amd64:1",
+    );
+    expect(plan.errors[1]).toContain(
+      "t/a-arm64:1 (manifest.yaml: images/arm.tar, linux/arm64) and t/a-arm64:1 (manifest.json: images/amd.tar, linux/amd64)",
+    );
+    expect(plan.errors[2]).toContain(
+      "the manifest lists t/a:1 (manifest.yaml) and t/a:1 (manifest.json) would both be published as r.example:5000/ns/t/a:1",
+    );
+  });
+
+  it("reports one image with two platforms", () => {
+    const plan = buildPlan(
+      input({
+        yaml: `images:\n- image: t/a:1\n  references:\n  - repository: t/a-x:1\n    platform: {architecture: amd64}\n`,
+        json: JSON.stringify({
+          images: [
+            {
+              image: "t/a:1",
+              references: [
+                { repository: "t/a-x:1", platform: { architecture: "arm64" } },
+              ],
+            },
+          ],
+        }),
+        tarballs: [tarball("images/x.tar", image(["t/a-x:1"], "amd64"))],
+      }),
+    );
+
+    expect(plan.errors[0]).toContain(
+      "t/a-x:1 (manifest.yaml: images/x.tar, linux/amd64) and t/a-x:1 (manifest.json: images/x.tar, linux/arm64) would both be published as r.example:5000/ns/t/a-x:1, but they are given different platforms",
+    );
+  });
+
+  it("reports one tag on two images", () => {
+    const plan = buildPlan(input({ tarballs: [a, b] }));
+
+    expect(plan.errors).toEqual([
+      "t/a:1 (images/a.tar, linux/amd64) and t/a:1 (images/b.tar, linux/amd64) would both be published as r.example:5000/ns/t/a:1, but they are different images. Save one of the images under another tag.",
+    ]);
+  });
+});
+
+describe("buildPlan chart collisions", () => {
+  it("reports a named and an unnamed duplicate", () => {
+    const plan = buildPlan(
+      input({
+        yaml: `charts:\n- archive: charts/app-1.0.0.tgz\n`,
+        charts: [
+          { entry: "charts/app-1.0.0.tgz", fileName: "app-1.0.0.tgz" },
+          { entry: "charts/old/app-1.0.0.tgz", fileName: "app-1.0.0.tgz" },
+        ],
+      }),
+    );
+
+    expect(plan.errors).toEqual([
+      "the chart entries charts/app-1.0.0.tgz and charts/old/app-1.0.0.tgz would be written to the same file charts/app-1.0.0.tgz, so only the last one would remain. Remove or rename all but one of them in the archive.",
+    ]);
+  });
+
+  it("reports unnamed charts sharing a name", () => {
+    const plan = buildPlan(
+      input({
+        charts: [
+          { entry: "charts/a/x-1.tgz", fileName: "x-1.tgz" },
+          { entry: "charts/b/x-1.tgz", fileName: "x-1.tgz" },
+          { entry: "charts/x-1.tgz", fileName: "x-1.tgz" },
+        ],
+      }),
+    );
+
+    expect(plan.errors).toHaveLength(1);
+    expect(plan.errors[0]).toContain(
+      "the chart entries charts/a/x-1.tgz, charts/b/x-1.tgz and charts/x-1.tgz would be written to the same file charts/x-1.tgz",
+    );
+  });
+
+  it("reports a repeated chart entry", () => {
+    const plan = buildPlan(
+      input({
+        charts: [
+          { entry: "charts/app-1.0.0.tgz", fileName: "app-1.0.0.tgz" },
+          { entry: "charts/app-1.0.0.tgz", fileName: "app-1.0.0.tgz" },
+        ],
+      }),
+    );
+
+    expect(plan.errors).toEqual([
+      "the archive contains the chart entry charts/app-1.0.0.tgz 2 times, so it is unclear which copy to write. Pack the archive again with one copy.",
+    ]);
+    expect(plan.charts).toHaveLength(1);
+  });
+});
+
+describe("buildPlan for a chart skipped for its file name", () => {
+  const yaml = `charts:\n- archive: charts/with space-1.0.0.tgz\n`;
+
+  it("explains a skipped chart entry", () => {
+    const plan = buildPlan(
+      input({
+        yaml,
+        entryPaths: ["manifest.yaml", "charts/with space-1.0.0.tgz"],
+      }),
+    );
+
+    expect(plan.errors).toHaveLength(1);
+    expect(plan.errors[0]).toContain(
+      "manifest.yaml names chart charts/with space-1.0.0.tgz. The archive contains charts/with space-1.0.0.tgz, but it was skipped because its file name contains white space.",
+    );
+    expect(plan.errors[0]).not.toContain("does not contain");
+  });
+
+  it("explains a skipped name without entry paths", () => {
+    const plan = buildPlan(input({ yaml }));
+
+    expect(plan.errors[0]).toContain(
+      "manifest.yaml names chart charts/with space-1.0.0.tgz, but a chart of that file name is skipped because the file name contains white space.",
+    );
+  });
+});
+
+describe("buildPlan with nothing to publish", () => {
+  it("reports an empty archive", () => {
+    const plan = buildPlan(input({ entryPaths: [] }));
+
+    expect(plan.errors).toEqual([
+      "the archive has no image tarball under images/, no chart under charts/ and no manifest naming an image or chart at its top level, so there is nothing to publish. Check that the file is a PPA archive, with manifest.yaml, images/ and charts/ at its top level.",
+    ]);
+  });
+
+  it("names the top-level folder", () => {
+    const plan = buildPlan(
+      input({ entryPaths: ["ppa/manifest.yaml", "ppa/images/top.tar"] }),
+    );
+
+    expect(plan.errors).toHaveLength(1);
+    expect(plan.errors[0]).toContain(
+      "Its entries are under the top-level folder ppa/ (for example ppa/manifest.yaml).",
+    );
+    expect(plan.errors[0]).toContain("tar -czf NEW.tgz -C ppa .");
+  });
+
+  it("says that a Helm chart is not a PPA archive", () => {
+    const plan = buildPlan(
+      input({
+        entryPaths: [
+          "lonely/Chart.yaml",
+          "lonely/values.yaml",
+          "lonely/templates/deployment.yaml",
+        ],
+      }),
+    );
+
+    expect(plan.errors).toHaveLength(1);
+    expect(plan.errors[0]).toMatch(
+      /^the archive is a Helm chart \(it contains lonely\/Chart\.yaml\), not a PPA archive/,
+    );
+  });
+
+  it("defers to an unreadable manifest", () => {
+    const plan = buildPlan(input({ entryPaths: ["manifest.yaml"] }));
+
+    expect(plan.errors).toEqual([]);
+  });
+
+  it("ignores an archive with a tarball", () => {
+    const plan = buildPlan(
+      input({ tarballs: [tarball("images/a.tar", image(["a:1"]))] }),
+    );
+
+    expect(plan.errors).toEqual([]);
+  });
+});
+
+describe("buildPlan with an empty manifest", () => {
+  const tarballs = [tarball("images/a.tar", image(["t/a:1"]))];
+
+  it("warns and publishes every tag", () => {
+    const plan = buildPlan(input({ yaml: "# empty\n", tarballs }));
+
+    expect(plan.errors).toEqual([]);
+    expect(plan.warnings).toEqual([
+      "manifest.yaml is empty or contains only comments, so every tagged image in the archive is published under the tags it was saved with. List the images and charts to publish in manifest.yaml, or remove it.",
+    ]);
+    expect(plan.references.map((r) => r.source)).toEqual(["t/a:1"]);
+  });
+
+  it("warns that only manifest.json is used", () => {
+    const plan = buildPlan(
+      input({
+        yaml: "# empty\n",
+        json: JSON.stringify({
+          images: [{ image: "t/a", tag: "1", archive: "images/a.tar" }],
+        }),
+        tarballs,
+      }),
+    );
+
+    expect(plan.warnings).toEqual([
+      "manifest.yaml is empty or contains only comments, so only manifest.json is used",
+    ]);
+  });
+
+  it("warns about a manifest naming nothing", () => {
+    const plan = buildPlan(
+      input({ yaml: "images: []\ncharts: []\n", tarballs }),
+    );
+
+    expect(plan.warnings).toEqual([
+      "manifest.yaml names no images and no charts, so every tagged image in the archive is published under the tags it was saved with",
+    ]);
+    expect(plan.references).toHaveLength(1);
   });
 });
