@@ -1,5 +1,4 @@
-import { readArchive } from "./import.js";
-import { planImport } from "./import.js";
+import { planImport, readArchive } from "./archive/read.js";
 import type { EventListener } from "./events.js";
 import type { Plan } from "./plan.js";
 import type { TarballRecord } from "./plan.js";

@@ -73,9 +73,12 @@ export async function* readArchiveEntries(
       notify();
     },
   });
+  /** The entry a consumer is reading, ended on failure so that the consumer finishes. */
+  let current: ReadEntry | undefined;
   const fail = (error: PpaLoadError) => {
     failure ??= error;
     finished = true;
+    if (current && !current.emittedEnd) current.end();
     notify();
   };
   const onTarProblem = (error: Error & { code?: string }) =>
@@ -136,6 +139,7 @@ export async function* readArchiveEntries(
         entry.resume();
         continue;
       }
+      current = entry;
       yield {
         path,
         kind: classifyEntry(path),
@@ -145,6 +149,7 @@ export async function* readArchiveEntries(
       };
       // A consumer that stopped reading early must not stall the archive.
       entry.resume();
+      current = undefined;
     }
     if (failure) throw failure;
   } finally {

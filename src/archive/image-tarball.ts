@@ -9,6 +9,10 @@ import type { Platform } from "../manifest/model.js";
 export interface SavedImage {
   /** `sha256:` + the digest of the config: the ID the engine gives the image. */
   imageId: string;
+  /** Path of the config JSON inside the tarball. */
+  configPath: string;
+  /** Paths of the layer files inside the tarball, base layer first. */
+  layerPaths: string[];
   /** The names the tarball gives the image; empty when it was saved by ID. */
   repoTags: string[];
   platform: Platform;
@@ -28,6 +32,17 @@ const metadataBudget = 64 * 1024 * 1024;
 type Json = Record<string, any>;
 
 /**
+ * Receives each layer file of a tarball as it streams past. The tarball is
+ * read no further until the returned promise settles, so a slow consumer
+ * slows the read instead of filling memory.
+ */
+export type LayerConsumer = (
+  path: string,
+  size: number,
+  body: AsyncIterable<Buffer>,
+) => Promise<void>;
+
+/**
  * Reads a `docker save` tarball as it streams past, keeping only its
  * metadata: manifest.json, index.json, image configs and OCI manifests.
  * Layers are counted, never kept. Works for the legacy layout and for the
@@ -38,12 +53,23 @@ export class ImageTarballInspector {
   readonly #parser: Parser;
   readonly #metadata = new Map<string, Buffer>();
   readonly #files = new Set<string>();
+  /** Link entries: path to the path it names, relative to the tarball root. */
+  readonly #links = new Map<string, string>();
+  readonly #onLayer: LayerConsumer | undefined;
+  readonly #layerWork: Promise<void>[] = [];
+  #layerError: unknown;
+  #ended: Promise<void> | undefined;
   #metadataBytes = 0;
   #parseError: Error | undefined;
   #firstBytes: Buffer | undefined;
 
-  constructor(entryPath: string) {
+  /**
+   * With `onLayer`, every layer file is handed over as it streams past;
+   * without it, layers are skipped and only metadata is read.
+   */
+  constructor(entryPath: string, options: { onLayer?: LayerConsumer } = {}) {
     this.#entryPath = entryPath;
+    this.#onLayer = options.onLayer;
     this.#parser = new Parser({
       onReadEntry: (entry) => this.#onEntry(entry),
     });
@@ -55,23 +81,51 @@ export class ImageTarballInspector {
     this.#parser.on("error", (error: Error) => (this.#parseError ??= error));
   }
 
-  write(chunk: Buffer): void {
+  /** Writes the next chunk of the tarball. Returns false when the caller should wait for `drained()`. */
+  write(chunk: Buffer): boolean {
     if (!this.#firstBytes) this.#firstBytes = chunk.subarray(0, 512);
-    this.#parser.write(chunk);
+    return this.#parser.write(chunk);
   }
 
+  /** Resolves when the parser accepts more input. */
+  drained(): Promise<void> {
+    return new Promise((resolve) => this.#parser.once("drain", resolve));
+  }
+
+  /**
+   * Ends the input and waits for the parser and every layer consumer to
+   * finish. Later calls return the same promise.
+   */
   end(): Promise<void> {
-    return new Promise((resolve) => {
-      this.#parser.on("end", () => resolve());
-      this.#parser.on("abort", () => resolve());
-      this.#parser.end();
-    });
+    this.#ended ??= (async () => {
+      await new Promise<void>((resolve) => {
+        this.#parser.on("end", () => resolve());
+        this.#parser.on("abort", () => resolve());
+        this.#parser.end();
+      });
+      await Promise.allSettled(this.#layerWork);
+      if (this.#layerError) throw this.#layerError;
+    })();
+    return this.#ended;
   }
 
   #onEntry(entry: ReadEntry): void {
     const path = posix
       .normalize(entry.path.replace(/\\/g, "/"))
       .replace(/^(\.\/)+/, "");
+    if (
+      (entry.type === "SymbolicLink" || entry.type === "Link") &&
+      entry.linkpath
+    ) {
+      // docker save writes a layer that repeats an earlier one as a link to it.
+      const base = entry.type === "SymbolicLink" ? posix.dirname(path) : "";
+      this.#links.set(
+        path,
+        posix.normalize(posix.join(base, entry.linkpath.replace(/\\/g, "/"))),
+      );
+      entry.resume();
+      return;
+    }
     if (entry.type !== "File" && entry.type !== "OldFile") {
       entry.resume();
       return;
@@ -79,7 +133,11 @@ export class ImageTarballInspector {
     this.#files.add(path);
     const size = entry.size ?? 0;
     if (size > metadataLimit || !isMetadataPath(path)) {
-      entry.resume();
+      if (this.#onLayer && isLayerPath(path)) {
+        this.#consumeLayer(path, size, entry);
+      } else {
+        entry.resume();
+      }
       return;
     }
     const chunks: Buffer[] = [];
@@ -88,7 +146,12 @@ export class ImageTarballInspector {
       const body = Buffer.concat(chunks);
       // Layers start with a tar header or gzip magic, metadata with "{" or "[".
       const first = body.subarray(0, 64).toString("utf8").trimStart()[0];
-      if (first !== "{" && first !== "[") return;
+      if (first !== "{" && first !== "[") {
+        if (this.#onLayer && isLayerPath(path)) {
+          this.#consumeLayer(path, body.length, [body]);
+        }
+        return;
+      }
       if (this.#metadataBytes + body.length > metadataBudget) {
         this.#parseError ??= new Error(
           `more than ${metadataBudget} bytes of JSON metadata`,
@@ -98,6 +161,38 @@ export class ImageTarballInspector {
       this.#metadataBytes += body.length;
       this.#metadata.set(path, body);
     });
+  }
+
+  #consumeLayer(
+    path: string,
+    size: number,
+    body: AsyncIterable<Buffer> | Buffer[],
+  ): void {
+    const iterable = Array.isArray(body)
+      ? (async function* () {
+          yield* body;
+        })()
+      : body;
+    const work = this.#onLayer!(path, size, iterable).catch((error) => {
+      this.#layerError ??= error;
+      // Keep reading, so the tarball stream ends and the error surfaces in end().
+      if (!Array.isArray(body)) (body as ReadEntry).resume();
+    });
+    this.#layerWork.push(work);
+  }
+
+  /** Follows link entries to the file that holds the bytes. */
+  resolvePath(path: string): string {
+    let current = posix.normalize(path);
+    for (let hops = 0; hops < 16 && this.#links.has(current); hops += 1) {
+      current = this.#links.get(current)!;
+    }
+    return current;
+  }
+
+  /** Returns the bytes of a metadata file (config, manifest) read from the tarball. */
+  metadata(path: string): Buffer | undefined {
+    return this.#metadata.get(this.resolvePath(path));
   }
 
   /** Returns the images found, or throws naming what is wrong. */
@@ -173,22 +268,17 @@ export class ImageTarballInspector {
           `${where} names config ${configPath}, which the tarball does not contain`,
         );
       }
-      const layers: string[] = Array.isArray(item.Layers) ? item.Layers : [];
-      const missing = layers.filter(
-        (layer) => !this.#files.has(posix.normalize(layer)),
-      );
+      const layers: string[] = (
+        Array.isArray(item.Layers) ? item.Layers : []
+      ).map((layer: unknown) => this.resolvePath(String(layer)));
+      const missing = layers.filter((layer) => !this.#files.has(layer));
       if (missing.length > 0) {
         throw this.#invalid(
           `${where} names layers the tarball does not contain: ${missing.join(", ")}`,
           "the tarball is incomplete; save the image again",
         );
       }
-      return this.#describe(
-        configBody,
-        configPath,
-        item.RepoTags,
-        layers.length,
-      );
+      return this.#describe(configBody, configPath, item.RepoTags, layers);
     });
   }
 
@@ -220,9 +310,10 @@ export class ImageTarballInspector {
       const layers: Json[] = Array.isArray(imageManifest.layers)
         ? imageManifest.layers
         : [];
-      const missing = layers
-        .map((layer) => blobPath(layer.digest))
-        .filter((path) => !this.#files.has(path));
+      const layerPaths = layers.map((layer) =>
+        this.resolvePath(blobPath(layer.digest)),
+      );
+      const missing = layerPaths.filter((path) => !this.#files.has(path));
       if (missing.length > 0) {
         throw this.#invalid(
           `${manifestPath} names layers the tarball does not contain: ${missing.join(", ")}`,
@@ -233,7 +324,7 @@ export class ImageTarballInspector {
         configBody,
         configPath,
         name ? [name] : [],
-        layers.length,
+        layerPaths,
       );
     });
   }
@@ -242,8 +333,9 @@ export class ImageTarballInspector {
     configBody: Buffer,
     configPath: string,
     repoTags: unknown,
-    layerCount: number,
+    layerPaths: string[],
   ): SavedImage {
+    const layerCount = layerPaths.length;
     let config: Json;
     try {
       config = JSON.parse(configBody.toString("utf8"));
@@ -271,6 +363,8 @@ export class ImageTarballInspector {
     }
     return {
       imageId: `sha256:${createHash("sha256").update(configBody).digest("hex")}`,
+      configPath,
+      layerPaths,
       repoTags: Array.isArray(repoTags)
         ? repoTags.filter((tag): tag is string => typeof tag === "string")
         : [],
@@ -284,6 +378,18 @@ function isMetadataPath(path: string): boolean {
   if (path.startsWith("blobs/")) return true;
   return (
     !path.includes("/") && (path.endsWith(".json") || path === "repositories")
+  );
+}
+
+/**
+ * Whether a file that is not metadata holds a layer: `<id>/layer.tar` in the
+ * legacy layout, `<digest>.tar` as skopeo writes it, or a blob of the OCI layout.
+ */
+function isLayerPath(path: string): boolean {
+  return (
+    path.startsWith("blobs/") ||
+    path.endsWith(".tar") ||
+    path.endsWith(".tar.gz")
   );
 }
 

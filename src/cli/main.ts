@@ -1,5 +1,11 @@
-import { Command, CommanderError, Option } from "commander";
+import {
+  Command,
+  CommanderError,
+  InvalidArgumentError,
+  Option,
+} from "commander";
 import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { text } from "node:stream/consumers";
 
 import { ExitCode, PpaLoadError } from "../errors.js";
@@ -16,8 +22,49 @@ interface ImportFlags {
   username?: string;
   passwordStdin?: boolean;
   insecure?: boolean;
+  caCert?: string;
+  docker?: boolean;
+  compression?: "gzip" | "none";
+  compressionLevel?: number;
+  concurrency?: number;
+  chunkSize?: number;
+  tempDir?: string;
   quiet?: boolean;
   verbose?: boolean;
+}
+
+/** Parses a whole number option, failing with the option's name. */
+function wholeNumber(option: string) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value)) {
+      throw new InvalidArgumentError(
+        `${option} needs a whole number, not "${value}"`,
+      );
+    }
+    return Number(value);
+  };
+}
+
+const sizeUnits: Record<string, number> = {
+  "": 1,
+  k: 1024,
+  kib: 1024,
+  m: 1024 ** 2,
+  mib: 1024 ** 2,
+  g: 1024 ** 3,
+  gib: 1024 ** 3,
+};
+
+/** Parses a byte size such as `5242880`, `512KiB` or `16M` (binary units). */
+export function parseByteSize(value: string): number {
+  const match = /^(\d+)\s*([a-z]*)$/i.exec(value.trim());
+  const unit = match ? sizeUnits[match[2].toLowerCase()] : undefined;
+  if (!match || unit === undefined || Number(match[1]) === 0) {
+    throw new InvalidArgumentError(
+      `"${value}" is not a size; write bytes, or a number with KiB, MiB or GiB, e.g. 16MiB`,
+    );
+  }
+  return Number(match[1]) * unit;
 }
 
 function version(): string {
@@ -39,6 +86,18 @@ async function readPassword(stdin: NodeJS.ReadableStream): Promise<string> {
   return value;
 }
 
+async function readCaCert(path: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (error) {
+    throw new PpaLoadError(
+      "USAGE",
+      `cannot read the CA certificate ${path}: ${(error as Error).message}`,
+      { hint: "give --ca-cert the path of a PEM file" },
+    );
+  }
+}
+
 async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
   const renderer = new ProgressRenderer({
     stream: io.stderr,
@@ -49,14 +108,22 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
     const password = flags.passwordStdin
       ? await readPassword(io.stdin)
       : undefined;
+    const caCert = flags.caCert ? await readCaCert(flags.caCert) : undefined;
     const result = await importArchive({
       archive: flags.archive,
       namespace: flags.namespace,
-      registry: flags.registry ?? "",
+      registry: flags.registry || undefined,
       outputDir: flags.outputDir,
       username: flags.username,
       password,
       insecure: flags.insecure,
+      caCert,
+      docker: flags.docker,
+      compression: flags.compression,
+      compressionLevel: flags.compressionLevel,
+      concurrency: flags.concurrency,
+      chunkSize: flags.chunkSize,
+      tempDir: flags.tempDir,
       onEvent: renderer.handle,
     });
     renderer.stop();
@@ -138,11 +205,16 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
       "registry path prefix for every image, e.g. team or team/product",
     )
     .addOption(
-      new Option("--registry <host[:port]>", "registry to push to").env(
-        "PPA_LOAD_REGISTRY",
-      ),
+      new Option(
+        "--registry <host[:port]|oci:path>",
+        "registry to push to, or oci:PATH for an OCI image layout (default: the OCI layout registry/ in the output folder, nothing pushed)",
+      ).env("PPA_LOAD_REGISTRY"),
     )
-    .option("--output-dir <dir>", "folder for the charts/ folder", "ppa-import")
+    .option(
+      "--output-dir <dir>",
+      "folder for charts/ and the default OCI layout",
+      "ppa-import",
+    )
     .option(
       "--username <user>",
       "registry user, instead of the Docker config's credentials",
@@ -154,6 +226,41 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
     .option(
       "--insecure",
       "use plain HTTP for a registry that is not on this machine",
+    )
+    .option(
+      "--ca-cert <file>",
+      "PEM file of a private CA that signed the registry's certificate",
+    )
+    .option(
+      "--docker",
+      "publish through the Docker Engine (load, tag, push), leaving the images in it",
+    )
+    .addOption(
+      new Option(
+        "--compression <algorithm>",
+        "how uncompressed layers are stored in the registry",
+      )
+        .choices(["gzip", "none"])
+        .default("gzip"),
+    )
+    .option(
+      "--compression-level <level>",
+      "gzip level, 0 (fastest) to 9 (smallest)",
+      wholeNumber("--compression-level"),
+    )
+    .option(
+      "--concurrency <count>",
+      "blob uploads in flight at once (default: twice the cores, at least 4)",
+      wholeNumber("--concurrency"),
+    )
+    .option(
+      "--chunk-size <size>",
+      "upload blobs in chunks of this size, e.g. 16MiB, to pass a proxy's request size limit",
+      parseByteSize,
+    )
+    .option(
+      "--temp-dir <dir>",
+      "folder for temporary layer files (default: the system's temporary folder)",
     )
     .option("-q, --quiet", "print only errors and the summary")
     .option("-v, --verbose", "print every registry request")

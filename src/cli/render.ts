@@ -41,7 +41,9 @@ export class ProgressRenderer {
     this.#stream = options.stream;
     this.#quiet = options.quiet ?? false;
     this.#verbose = options.verbose ?? false;
-    if (this.#stream.isTTY && !this.#quiet) {
+    // A terminal that reports zero columns (some pseudo-terminals do) gets
+    // plain lines, because ora cannot lay out a spinner in no width.
+    if (this.#stream.isTTY && (this.#stream.columns ?? 0) > 0 && !this.#quiet) {
       this.#spinner = ora({ stream: this.#stream, discardStdin: false });
     }
   }
@@ -85,11 +87,11 @@ export class ProgressRenderer {
         break;
       case "tarball-loaded":
         this.#line(
-          `  loaded ${event.tarball}: ${event.images.map((i) => i.repoTags.join(", ") || i.imageId).join("; ")}`,
+          `  read ${event.tarball}: ${event.images.map((i) => i.repoTags.join(", ") || i.imageId).join("; ")}`,
         );
         break;
       case "tarball-failed":
-        this.#line(`  could not load ${event.tarball}`);
+        this.#line(`  failed to read ${event.tarball}`);
         break;
       case "reference-pushed":
         this.#line(
@@ -122,7 +124,8 @@ export class ProgressRenderer {
 export function formatError(error: unknown): string {
   const lines = [`error: ${errorMessage(error)}`];
   if (error instanceof PpaLoadError) {
-    for (const problem of error.problems) lines.push(`  - ${problem}`);
+    const problems = error.problems.filter((p) => p !== error.message);
+    for (const problem of problems) lines.push(`  - ${problem}`);
     if (error.hint) lines.push(`hint: ${error.hint}`);
   }
   return lines.join("\n");
@@ -131,9 +134,14 @@ export function formatError(error: unknown): string {
 /** Formats the summary of an import for standard output. */
 export function formatSummary(result: ImportResult): string {
   const lines: string[] = [];
+  const layout = result.registry.startsWith("oci:")
+    ? result.registry.slice("oci:".length)
+    : undefined;
   if (result.published.length > 0) {
     lines.push(
-      `Published ${countOf(result.published.length, "image")} to ${result.registry}:`,
+      layout
+        ? `Wrote ${countOf(result.published.length, "image")} to the OCI image layout ${layout}; nothing was pushed to a registry:`
+        : `Published ${countOf(result.published.length, "image")} to ${result.registry}:`,
     );
     for (const ref of result.published) {
       lines.push(
@@ -162,6 +170,11 @@ export function formatSummary(result: ImportResult): string {
     lines.push(`Failed:`);
     for (const failure of result.failures)
       lines.push(`  ${failure.item}: ${failure.message}`);
+  }
+  if (layout && result.published.length > 0) {
+    lines.push(
+      `To push an image from the layout: skopeo copy oci:${layout}:NAME:TAG docker://REGISTRY/NAME:TAG`,
+    );
   }
   if (lines.length === 0)
     lines.push("Nothing was published: the archive holds no images or charts.");

@@ -60,6 +60,9 @@ export function services(): Services | undefined {
 }
 
 /** A namespace no other test run uses, so runs never see each other's tags. */
+let namespaceCount = 0;
+
 export function uniqueNamespace(prefix: string): string {
-  return `${prefix}-${process.pid}-${Date.now().toString(36)}`;
+  namespaceCount += 1;
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${namespaceCount}`;
 }

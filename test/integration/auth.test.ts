@@ -23,127 +23,145 @@ async function workspace(): Promise<string> {
   return mkdtemp(join(tmpdir(), "ppa-load-auth-"));
 }
 
-describe.skipIf(!ready)("import into a registry with htpasswd auth", () => {
-  const reader = new RegistryReader(env?.authRegistry ?? "", {
-    user: env?.authUser ?? "",
-    password: env?.authPassword ?? "",
-  });
+/** Each way of publishing, with the options that choose it. */
+const paths = [
+  { name: "straight to the registry", options: [] as string[] },
+  { name: "through Docker", options: ["--docker"] },
+];
 
-  it("pushes with --username and --password-stdin", async () => {
-    const namespace = uniqueNamespace("auth-stdin");
-    const cwd = await workspace();
+describe.skipIf(!ready).each(paths)(
+  "import into a registry with htpasswd auth $name",
+  (path) => {
+    const reader = new RegistryReader(env?.authRegistry ?? "", {
+      user: env?.authUser ?? "",
+      password: env?.authPassword ?? "",
+    });
 
-    const run = await runCli(
-      [
-        "--archive",
-        archive,
-        "--namespace",
-        namespace,
-        "--registry",
-        env!.authRegistry,
-        "--username",
-        env!.authUser,
-        "--password-stdin",
-      ],
-      {
-        cwd,
-        input: `${env!.authPassword}\n`,
-        env: { DOCKER_CONFIG: join(cwd, "no-config") },
-      },
-    );
+    it("pushes with --username and --password-stdin", async () => {
+      const namespace = uniqueNamespace("auth-stdin");
+      const cwd = await workspace();
 
-    expect(run.stderr).not.toContain(env!.authPassword);
-    expect(run.code).toBe(0);
-    expect((await reader.tags(`${namespace}/ibmcom/mq`)).sort()).toEqual([
-      "9.1.5.0-r1",
-      "9.1.5.0-r1-amd64",
-    ]);
-  });
+      const run = await runCli(
+        [
+          "--archive",
+          archive,
+          "--namespace",
+          namespace,
+          "--registry",
+          env!.authRegistry,
+          ...path.options,
+          "--username",
+          env!.authUser,
+          "--password-stdin",
+        ],
+        {
+          cwd,
+          input: `${env!.authPassword}\n`,
+          env: { DOCKER_CONFIG: join(cwd, "no-config") },
+        },
+      );
 
-  it("pushes with credentials from the Docker config", async () => {
-    const namespace = uniqueNamespace("auth-config");
-    const cwd = await workspace();
-    const configDir = join(cwd, "docker-config");
-    await mkdir(configDir);
-    const auth = Buffer.from(`${env!.authUser}:${env!.authPassword}`).toString(
-      "base64",
-    );
-    await writeFile(
-      join(configDir, "config.json"),
-      JSON.stringify({ auths: { [env!.authRegistry]: { auth } } }),
-    );
+      expect(run.stderr).not.toContain(env!.authPassword);
+      expect(run.code).toBe(0);
+      expect((await reader.tags(`${namespace}/ibmcom/mq`)).sort()).toEqual([
+        "9.1.5.0-r1",
+        "9.1.5.0-r1-amd64",
+      ]);
+    });
 
-    const run = await runCli(
-      [
-        "--archive",
-        archive,
-        "--namespace",
-        namespace,
-        "--registry",
-        env!.authRegistry,
-      ],
-      {
-        cwd,
-        env: { DOCKER_CONFIG: configDir },
-      },
-    );
+    it("pushes with credentials from the Docker config", async () => {
+      const namespace = uniqueNamespace("auth-config");
+      const cwd = await workspace();
+      const configDir = join(cwd, "docker-config");
+      await mkdir(configDir);
+      const auth = Buffer.from(
+        `${env!.authUser}:${env!.authPassword}`,
+      ).toString("base64");
+      await writeFile(
+        join(configDir, "config.json"),
+        JSON.stringify({ auths: { [env!.authRegistry]: { auth } } }),
+      );
 
-    expect(run.code).toBe(0);
-    const list = await reader.manifest(`${namespace}/ibmcom/mq`, "9.1.5.0-r1");
-    expect(list?.json.manifests).toHaveLength(1);
-  });
+      const run = await runCli(
+        [
+          "--archive",
+          archive,
+          "--namespace",
+          namespace,
+          "--registry",
+          env!.authRegistry,
+          ...path.options,
+        ],
+        {
+          cwd,
+          env: { DOCKER_CONFIG: configDir },
+        },
+      );
 
-  it("stops before reading the archive when there are no credentials", async () => {
-    const namespace = uniqueNamespace("auth-none");
-    const cwd = await workspace();
+      expect(run.code).toBe(0);
+      const list = await reader.manifest(
+        `${namespace}/ibmcom/mq`,
+        "9.1.5.0-r1",
+      );
+      expect(list?.json.manifests).toHaveLength(1);
+    });
 
-    const run = await runCli(
-      [
-        "--archive",
-        archive,
-        "--namespace",
-        namespace,
-        "--registry",
-        env!.authRegistry,
-      ],
-      {
-        cwd,
-        env: { DOCKER_CONFIG: join(cwd, "no-config") },
-      },
-    );
+    it("stops before reading the archive when there are no credentials", async () => {
+      const namespace = uniqueNamespace("auth-none");
+      const cwd = await workspace();
 
-    expect(run.code).toBe(1);
-    expect(run.stderr).toContain(`${env!.authRegistry} requires credentials`);
-    expect(run.stderr).toContain("hint: log in with docker login");
-    expect(run.stderr).not.toContain("reading");
-    expect(await reader.repositories(namespace)).toEqual([]);
-  });
+      const run = await runCli(
+        [
+          "--archive",
+          archive,
+          "--namespace",
+          namespace,
+          "--registry",
+          env!.authRegistry,
+          ...path.options,
+        ],
+        {
+          cwd,
+          env: { DOCKER_CONFIG: join(cwd, "no-config") },
+        },
+      );
 
-  it("reports rejected credentials without printing the password", async () => {
-    const cwd = await workspace();
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain(`${env!.authRegistry} requires credentials`);
+      expect(run.stderr).toContain("hint: log in with docker login");
+      expect(run.stderr).not.toContain("reading");
+      expect(await reader.repositories(namespace)).toEqual([]);
+    });
 
-    const run = await runCli(
-      [
-        "--archive",
-        archive,
-        "--namespace",
-        "ns",
-        "--registry",
-        env!.authRegistry,
-        "--username",
-        env!.authUser,
-        "--password-stdin",
-      ],
-      {
-        cwd,
-        input: "wrong-password-value",
-        env: { DOCKER_CONFIG: join(cwd, "no-config") },
-      },
-    );
+    it("reports rejected credentials without printing the password", async () => {
+      const cwd = await workspace();
 
-    expect(run.code).toBe(1);
-    expect(run.stderr).toMatch(/401/);
-    expect(run.stderr).toContain(`rejected the credentials from --username`);
-    expect(run.stderr).not.toContain("wrong-password-value");
-  });
-});
+      const run = await runCli(
+        [
+          "--archive",
+          archive,
+          "--namespace",
+          "ns",
+          "--registry",
+          env!.authRegistry,
+          ...path.options,
+          "--username",
+          env!.authUser,
+          "--password-stdin",
+        ],
+        {
+          cwd,
+          input: "wrong-password-value",
+          env: { DOCKER_CONFIG: join(cwd, "no-config") },
+        },
+      );
+
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(/401/);
+      expect(run.stderr).toContain(
+        "rejected the user and password given with --username",
+      );
+      expect(run.stderr).not.toContain("wrong-password-value");
+    });
+  },
+);

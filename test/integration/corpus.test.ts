@@ -24,7 +24,13 @@ const architectures = ["amd64", "ppc64le", "s390x"];
 const minioTag = "RELEASE.2019-04-09T01-22-30Z.1";
 const mcTag = "RELEASE.2019-04-03T17-59-57Z.1";
 
-async function importCorpus(
+/** Each way of publishing, with the options that choose it. */
+const paths = [
+  { name: "straight to the registry", options: [] as string[] },
+  { name: "through Docker", options: ["--docker"] },
+];
+
+async function importCorpusWith(
   archive: string,
   namespace: string,
   extra: string[] = [],
@@ -45,12 +51,17 @@ async function importCorpus(
   return { cwd, ...run };
 }
 
-describe.skipIf(!ready)("import of the corpus through Docker", () => {
+describe.skipIf(!ready).each(paths)("import of the corpus $name", (path) => {
   const registry = new RegistryReader(env?.registry ?? "");
+  const importCorpus = (
+    archive: string,
+    namespace: string,
+    extra: string[] = [],
+  ) => importCorpusWith(archive, namespace, [...path.options, ...extra]);
 
   describe(minio, () => {
     const namespace = uniqueNamespace("minio");
-    let first: Awaited<ReturnType<typeof importCorpus>>;
+    let first: Awaited<ReturnType<typeof importCorpusWith>>;
 
     beforeAll(async () => {
       first = await importCorpus(minio, namespace);
@@ -168,7 +179,7 @@ describe.skipIf(!ready)("import of the corpus through Docker", () => {
 
   describe(mq, () => {
     const namespace = uniqueNamespace("mq");
-    let run: Awaited<ReturnType<typeof importCorpus>>;
+    let run: Awaited<ReturnType<typeof importCorpusWith>>;
 
     beforeAll(async () => {
       run = await importCorpus(mq, namespace);
@@ -205,7 +216,7 @@ describe.skipIf(!ready)("import of the corpus through Docker", () => {
 
   describe(bluecompute, () => {
     const namespace = uniqueNamespace("bluecompute");
-    let run: Awaited<ReturnType<typeof importCorpus>>;
+    let run: Awaited<ReturnType<typeof importCorpusWith>>;
 
     beforeAll(async () => {
       run = await importCorpus(bluecompute, namespace, ["--output-dir", "out"]);

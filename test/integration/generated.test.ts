@@ -27,6 +27,7 @@ interface ImportRun extends CliRun {
 async function importFile(
   archive: string,
   namespace: string,
+  options: string[] = [],
 ): Promise<ImportRun> {
   const cwd = await mkdtemp(join(tmpdir(), "ppa-load-generated-"));
   const run = await runCli(
@@ -37,6 +38,7 @@ async function importFile(
       namespace,
       "--registry",
       env!.registry,
+      ...options,
     ],
     { cwd },
   );
@@ -233,40 +235,49 @@ describe.skipIf(env === undefined)("import of generated archives", () => {
       expect(await registry.repositories(namespace)).toEqual([]);
     }, 180_000);
 
-    it("pushes nothing when a target reference is invalid", async () => {
-      const namespace = uniqueNamespace("invalid-target");
-      const good: ImageSpec = {
-        repoTags: ["example/good:1.0"],
-        layers: [layer("good")],
-      };
-      const bad: ImageSpec = {
-        repoTags: ["example/bad:1.0+build.7"],
-        layers: [layer("bad")],
-      };
-      const archive = await scratchArchive(
-        "invalid-target.tgz",
-        ppaArchive({
-          images: [
-            {
-              path: "images/good.tar",
-              body: dockerSaveTarball([good], { format: "legacy" }),
-            },
-            {
-              path: "images/bad.tar",
-              body: dockerSaveTarball([bad], { format: "oci" }),
-            },
-          ],
-        }),
-      );
+    it.each([
+      { path: "direct", options: [] as string[] },
+      { path: "docker", options: ["--docker"] },
+    ])(
+      "pushes nothing for an invalid tag ($path)",
+      async ({ path, options }) => {
+        const namespace = uniqueNamespace(`invalid-target-${path}`);
+        const good: ImageSpec = {
+          repoTags: ["example/good:1.0"],
+          layers: [layer("good")],
+        };
+        const bad: ImageSpec = {
+          repoTags: ["example/bad:1.0+build.7"],
+          layers: [layer("bad")],
+        };
+        const archive = await scratchArchive(
+          "invalid-target.tgz",
+          ppaArchive({
+            images: [
+              {
+                path: "images/good.tar",
+                body: dockerSaveTarball([good], { format: "legacy" }),
+              },
+              {
+                path: "images/bad.tar",
+                body: dockerSaveTarball([bad], { format: "oci" }),
+              },
+            ],
+          }),
+        );
 
-      const run = await importFile(archive, namespace);
+        const run = await importFile(archive, namespace, options);
 
-      expect(run.code).not.toBe(0);
-      expect(run.stderr).toContain(
-        "images/bad.tar: the Docker Engine cannot load this tarball because it stores the tag example/bad:1.0+build.7, which is invalid",
-      );
-      expect(await registry.repositories(namespace)).toEqual([]);
-    }, 180_000);
+        expect(run.code).not.toBe(0);
+        expect(run.stderr).toContain(
+          path === "docker"
+            ? "images/bad.tar: the Docker Engine cannot load this tarball because it stores the tag example/bad:1.0+build.7, which is invalid"
+            : "cannot publish example/bad:1.0+build.7",
+        );
+        expect(await registry.repositories(namespace)).toEqual([]);
+      },
+      180_000,
+    );
 
     it("skips a chart entry that leaves the archive", async () => {
       const namespace = uniqueNamespace("chart-path");

@@ -1,0 +1,238 @@
+import { posix } from "node:path";
+
+import type { ImportEvent } from "../events.js";
+import { ChartStager, isSafeChartFileName } from "../charts/stage.js";
+import { PpaLoadError, errorMessage } from "../errors.js";
+import {
+  type ParsedManifest,
+  mergeManifests,
+  parseManifestJson,
+  parseManifestYaml,
+} from "../manifest/parse.js";
+import type { PublishManifest } from "../manifest/model.js";
+import {
+  type ChartRecord,
+  type Plan,
+  type SkippedItem,
+  type TarballRecord,
+  buildPlan,
+} from "../plan.js";
+import { checkReference } from "../reference.js";
+import {
+  type ArchiveEntry,
+  readArchiveEntries,
+  readEntryText,
+} from "./entries.js";
+import {
+  ImageTarballInspector,
+  type LayerConsumer,
+  type TarballContents,
+} from "./image-tarball.js";
+
+/** What reading the archive found. */
+export interface ArchiveContents {
+  manifests: ParsedManifest[];
+  tarballs: TarballRecord[];
+  charts: ChartRecord[];
+  /** Every regular-file entry path read, normalized, in archive order. */
+  entryPaths?: string[];
+  manifestProblems: string[];
+  /** Archive entries that were not read, with the reason. */
+  skipped: SkippedItem[];
+}
+
+/**
+ * Reads the archive once. Manifests are parsed, charts staged, and each image
+ * tarball passed to `onTarball` while its metadata is read on the way.
+ */
+export async function readArchive(
+  archive: string,
+  handlers: {
+    emit: (event: ImportEvent) => void;
+    onTarball?: (
+      entry: ArchiveEntry,
+      inspector: ImageTarballInspector,
+    ) => Promise<void>;
+    /** Receives the layers of each image tarball; without it layers are skipped. */
+    layerConsumer?: (tarball: string) => LayerConsumer;
+    /** Called with the inspector of each image tarball that was read without error. */
+    onTarballRead?: (tarball: string, inspector: ImageTarballInspector) => void;
+    stager?: ChartStager;
+    signal?: AbortSignal;
+  },
+): Promise<ArchiveContents> {
+  const contents: ArchiveContents = {
+    manifests: [],
+    tarballs: [],
+    charts: [],
+    manifestProblems: [],
+    skipped: [],
+  };
+  const entries = readArchiveEntries(archive, {
+    signal: handlers.signal,
+    onSkipped: (path, reason) => {
+      contents.skipped.push({ item: path, reason });
+      handlers.emit({
+        type: "warning",
+        message: `skipped archive entry ${path}: ${reason}`,
+      });
+    },
+  });
+  for await (const entry of entries) {
+    (contents.entryPaths ??= []).push(entry.path);
+    handlers.emit({
+      type: "entry",
+      path: entry.path,
+      kind: entry.kind,
+      size: entry.size,
+    });
+    switch (entry.kind) {
+      case "manifest.yaml":
+      case "manifest.json":
+        try {
+          const text = await readEntryText(entry);
+          contents.manifests.push(
+            entry.kind === "manifest.yaml"
+              ? parseManifestYaml(text)
+              : parseManifestJson(text),
+          );
+        } catch (error) {
+          contents.manifestProblems.push(errorMessage(error));
+        }
+        break;
+      case "image":
+        contents.tarballs.push(await readTarball(entry, handlers));
+        break;
+      case "chart":
+        contents.charts.push(await stageChart(entry, handlers, contents));
+        break;
+      default:
+        entry.skip();
+    }
+  }
+  return contents;
+}
+
+async function readTarball(
+  entry: ArchiveEntry,
+  handlers: Parameters<typeof readArchive>[1],
+): Promise<TarballRecord> {
+  const inspector = new ImageTarballInspector(entry.path, {
+    onLayer: handlers.layerConsumer?.(entry.path),
+  });
+  const record: TarballRecord = { entry: entry.path, size: entry.size };
+  try {
+    if (handlers.onTarball) {
+      await handlers.onTarball(entry, inspector);
+    } else {
+      for await (const chunk of entry.body) {
+        if (!inspector.write(chunk as Buffer)) await inspector.drained();
+      }
+    }
+    await inspector.end();
+    record.contents = inspector.result();
+    handlers.onTarballRead?.(entry.path, inspector);
+    handlers.emit({
+      type: "tarball-loaded",
+      tarball: entry.path,
+      images: record.contents.images.map(({ imageId, repoTags, platform }) => ({
+        imageId,
+        repoTags,
+        platform,
+      })),
+    });
+  } catch (error) {
+    // The inspector's diagnosis says more than the engine's, when it has one.
+    await inspector.end().catch(() => undefined);
+    let diagnosis: PpaLoadError | undefined;
+    try {
+      diagnosis = invalidStoredTag(entry.path, inspector.result());
+    } catch (inspected) {
+      if (inspected instanceof PpaLoadError) diagnosis = inspected;
+    }
+    const chosen =
+      diagnosis ?? (error instanceof PpaLoadError ? error : undefined);
+    record.error = {
+      code: chosen?.code ?? "IMAGE_TARBALL_INVALID",
+      message: chosen?.message ?? `${entry.path}: ${errorMessage(error)}`,
+      hint: chosen?.hint,
+    };
+    handlers.emit({
+      type: "tarball-failed",
+      tarball: entry.path,
+      message: record.error.message,
+    });
+  }
+  return record;
+}
+
+/**
+ * Explains a failed load of a tarball whose stored tags are not valid
+ * references, which the Docker Engine rejects as "invalid reference format".
+ */
+function invalidStoredTag(
+  tarball: string,
+  contents: TarballContents,
+): PpaLoadError | undefined {
+  for (const image of contents.images) {
+    for (const repoTag of image.repoTags) {
+      const problem = checkReference(repoTag);
+      if (problem === undefined) continue;
+      return new PpaLoadError(
+        "IMAGE_TARBALL_INVALID",
+        `${tarball}: the Docker Engine cannot load this tarball because it stores the tag ${repoTag}, which is invalid: ${problem}`,
+        {
+          hint: `save the image again under a valid tag (docker tag ${image.imageId} NAME:TAG, then docker save NAME:TAG)`,
+        },
+      );
+    }
+  }
+  return undefined;
+}
+
+async function stageChart(
+  entry: ArchiveEntry,
+  handlers: Parameters<typeof readArchive>[1],
+  contents: ArchiveContents,
+): Promise<ChartRecord> {
+  const fileName = posix.basename(entry.path);
+  if (!isSafeChartFileName(fileName)) {
+    entry.skip();
+    const reason = "the file name is not one this tool writes";
+    contents.skipped.push({ item: entry.path, reason });
+    handlers.emit({
+      type: "warning",
+      message: `skipped chart ${entry.path}: ${reason}`,
+    });
+    return { entry: entry.path, fileName: "" };
+  }
+  if (handlers.stager) {
+    await handlers.stager.stage(entry, fileName);
+  } else {
+    entry.skip();
+  }
+  return { entry: entry.path, fileName };
+}
+
+/** Builds the plan from what was read, or throws with every problem found. */
+export function planImport(
+  contents: ArchiveContents,
+  registry: string,
+  namespace: string,
+): Plan {
+  let manifest: PublishManifest | undefined;
+  const problems = [...contents.manifestProblems];
+  if (contents.manifests.length > 0) {
+    manifest = mergeManifests(contents.manifests).manifest;
+  }
+  const plan = buildPlan({
+    manifest,
+    tarballs: contents.tarballs,
+    charts: contents.charts.filter((c) => c.fileName),
+    registry,
+    namespace,
+    entryPaths: contents.entryPaths,
+  });
+  plan.errors.unshift(...problems);
+  return plan;
+}

@@ -1,0 +1,335 @@
+import { createHash, type Hash } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { PassThrough, Readable, type Transform, Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { createGunzip } from "node:zlib";
+
+import { PpaLoadError } from "../errors.js";
+import type { BlobSource } from "./blob.js";
+import { createParallelGzip } from "./gzip.js";
+
+export type Compression = "gzip" | "none";
+
+/** A layer read from an image tarball, compressed and held in a temporary file. */
+export interface LayerBlob extends BlobSource {
+  /** `sha256:` digest of the uncompressed layer tar, as the image config lists it. */
+  diffId: string | undefined;
+  /** How the layer was stored in the tarball. */
+  stored: "tar" | "gzip" | "zstd";
+}
+
+export interface LayerStoreOptions {
+  /** Folder for the temporary files; a new folder is made inside it. */
+  tempDir: string;
+  compression: Compression;
+  /** gzip level, 0 to 9. */
+  level?: number;
+}
+
+/** Layers whose first bytes are kept to find repeated layers cheaply. */
+const prefixLength = 1024 * 1024;
+
+const mediaTypes = {
+  gzip: "application/vnd.docker.image.rootfs.diff.tar.gzip",
+  tar: "application/vnd.oci.image.layer.v1.tar",
+  zstd: "application/vnd.oci.image.layer.v1.tar+zstd",
+} as const;
+
+interface StoredLayer {
+  blob: LayerBlob;
+  /** sha256 of the bytes as the tarball stores them. */
+  sourceDigest: string;
+}
+
+/**
+ * Turns layer files into registry blobs as they stream past: hashes each
+ * layer (its diff_id), compresses it once on every core and writes the result
+ * to a temporary file, computing the compressed digest on the way. A layer
+ * that is already compressed is kept byte for byte. A layer repeated in
+ * another image is recognised and stored once.
+ */
+export class LayerStore {
+  readonly #options: LayerStoreOptions;
+  #folder: string | undefined;
+  #fileCount = 0;
+  /** Stored layers by size and the sha256 of their first bytes. */
+  readonly #byPrefix = new Map<string, Promise<StoredLayer | undefined>[]>();
+  #bytesWritten = 0;
+
+  constructor(options: LayerStoreOptions) {
+    this.#options = options;
+  }
+
+  /** Bytes written to temporary files so far. */
+  get bytesWritten(): number {
+    return this.#bytesWritten;
+  }
+
+  /**
+   * Reads one layer to its end and returns the blob it becomes. `label`
+   * names the layer in errors, e.g. `images/app.tar: abc/layer.tar`.
+   */
+  async add(
+    body: AsyncIterable<Buffer>,
+    size: number,
+    label: string,
+  ): Promise<LayerBlob> {
+    const iterator = body[Symbol.asyncIterator]();
+    const head: Buffer[] = [];
+    let headLength = 0;
+    let done = false;
+    while (headLength < Math.min(prefixLength, size) && !done) {
+      const next = await iterator.next();
+      if (next.done) {
+        done = true;
+      } else {
+        head.push(next.value);
+        headLength += next.value.length;
+      }
+    }
+    const prefix = Buffer.concat(head);
+    const rest: AsyncIterable<Buffer> = {
+      [Symbol.asyncIterator]: () =>
+        done ? (async function* () {})()[Symbol.asyncIterator]() : iterator,
+    };
+    const stored = storedFormat(prefix);
+    // The key covers exactly prefixLength bytes, whatever the chunk sizes were.
+    const key = `${stored}:${size}:${createHash("sha256").update(prefix.subarray(0, prefixLength)).digest("hex")}`;
+
+    const earlier = this.#byPrefix.get(key) ?? [];
+    let work: Promise<StoredLayer | undefined>;
+    if (earlier.length > 0) {
+      work = this.#addRepeated(prefix, rest, stored, earlier, label);
+    } else {
+      work = this.#addNew(prefix, rest, stored, label);
+    }
+    this.#byPrefix.set(key, [...earlier, work]);
+    const result = await work;
+    return result!.blob;
+  }
+
+  /** Removes every temporary file. */
+  async cleanup(): Promise<void> {
+    if (this.#folder) await rm(this.#folder, { recursive: true, force: true });
+    this.#folder = undefined;
+  }
+
+  async #newFile(): Promise<string> {
+    this.#folder ??= await mkdtemp(join(this.#options.tempDir, "ppa-load-"));
+    this.#fileCount += 1;
+    return join(this.#folder, `layer-${this.#fileCount}`);
+  }
+
+  async #addNew(
+    prefix: Buffer,
+    rest: AsyncIterable<Buffer>,
+    stored: LayerBlob["stored"],
+    label: string,
+  ): Promise<StoredLayer> {
+    const file = await this.#newFile();
+    const source = Readable.from(concatenated(prefix, rest), {
+      objectMode: false,
+    });
+    const sourceHash = createHash("sha256");
+    const hashSource = tap((chunk) => sourceHash.update(chunk));
+
+    if (stored === "tar" && this.#options.compression === "gzip") {
+      const output = hashingWriter(file);
+      await pipeline(
+        source,
+        hashSource,
+        createParallelGzip({ level: this.#options.level }),
+        output.tap,
+        output.file,
+      );
+      this.#bytesWritten += output.size();
+      const diffId = `sha256:${sourceHash.digest("hex")}`;
+      return {
+        sourceDigest: diffId,
+        blob: fileBlob(file, output.digest(), output.size(), mediaTypes.gzip, {
+          diffId,
+          stored,
+        }),
+      };
+    }
+
+    // Stored as it is: uncompressed with --compression none, or already compressed.
+    const output = hashingWriter(file);
+    let diffId: string | undefined;
+    if (stored === "gzip") {
+      const inflated = createHash("sha256");
+      const branch = new PassThrough();
+      const inflate = pipeline(
+        branch,
+        createGunzip(),
+        tap((chunk) => inflated.update(chunk)),
+        devNull(),
+      ).catch((error) => {
+        throw new PpaLoadError(
+          "IMAGE_TARBALL_INVALID",
+          `${label}: the layer is gzip-compressed but does not decompress: ${(error as Error).message}`,
+          { hint: "the tarball is damaged; save the image again" },
+        );
+      });
+      await Promise.all([
+        pipeline(
+          source,
+          teeTo(branch, (chunk) => sourceHash.update(chunk)),
+          output.tap,
+          output.file,
+        ),
+        inflate,
+      ]);
+      diffId = `sha256:${inflated.digest("hex")}`;
+    } else {
+      await pipeline(source, hashSource, output.tap, output.file);
+      // NOTE: a zstd layer's diff_id is not checked, because this Node.js has no zstd decoder.
+      diffId =
+        stored === "tar" ? `sha256:${sourceHash.digest("hex")}` : undefined;
+    }
+    this.#bytesWritten += output.size();
+    const digest = output.digest();
+    return {
+      sourceDigest: stored === "tar" ? diffId! : digest,
+      blob: fileBlob(file, digest, output.size(), mediaTypes[stored], {
+        diffId,
+        stored,
+      }),
+    };
+  }
+
+  /**
+   * Reads a layer whose size and first bytes match an earlier one. The bytes
+   * are hashed and kept in a temporary file only until the hash shows whether
+   * the layer really is the earlier one.
+   */
+  async #addRepeated(
+    prefix: Buffer,
+    rest: AsyncIterable<Buffer>,
+    stored: LayerBlob["stored"],
+    earlier: Promise<StoredLayer | undefined>[],
+    label: string,
+  ): Promise<StoredLayer> {
+    const spool = await this.#newFile();
+    const hash = createHash("sha256");
+    await pipeline(
+      Readable.from(concatenated(prefix, rest), { objectMode: false }),
+      tap((chunk) => hash.update(chunk)),
+      createWriteStream(spool),
+    );
+    const sourceDigest = `sha256:${hash.digest("hex")}`;
+    for (const candidate of earlier) {
+      const layer = await candidate.catch(() => undefined);
+      if (layer?.sourceDigest === sourceDigest) {
+        await rm(spool, { force: true });
+        return layer;
+      }
+    }
+    try {
+      return await this.#addNew(
+        Buffer.alloc(0),
+        createReadStream(spool),
+        stored,
+        label,
+      );
+    } finally {
+      await rm(spool, { force: true });
+    }
+  }
+}
+
+function storedFormat(prefix: Buffer): LayerBlob["stored"] {
+  if (prefix[0] === 0x1f && prefix[1] === 0x8b) return "gzip";
+  if (
+    prefix[0] === 0x28 &&
+    prefix[1] === 0xb5 &&
+    prefix[2] === 0x2f &&
+    prefix[3] === 0xfd
+  ) {
+    return "zstd";
+  }
+  return "tar";
+}
+
+async function* concatenated(
+  prefix: Buffer,
+  rest: AsyncIterable<Buffer>,
+): AsyncGenerator<Buffer> {
+  if (prefix.length > 0) yield prefix;
+  for await (const chunk of rest) yield chunk;
+}
+
+/** A pass-through stream that shows each chunk to `onChunk`. */
+function tap(onChunk: (chunk: Buffer) => void): Transform {
+  return new PassThrough({
+    transform(chunk: Buffer, _encoding, callback) {
+      onChunk(chunk);
+      callback(null, chunk);
+    },
+  });
+}
+
+/** A pass-through stream that also writes each chunk to `branch`, waiting when it is full. */
+function teeTo(branch: Writable, onChunk: (chunk: Buffer) => void): Transform {
+  return new PassThrough({
+    transform(chunk: Buffer, _encoding, callback) {
+      onChunk(chunk);
+      // A branch that failed is skipped; its own pipeline reports the error.
+      if (branch.destroyed || branch.write(chunk)) {
+        callback(null, chunk);
+        return;
+      }
+      const resume = () => {
+        branch.off("drain", resume);
+        branch.off("close", resume);
+        callback(null, chunk);
+      };
+      branch.on("drain", resume);
+      branch.on("close", resume);
+    },
+    flush(callback) {
+      if (!branch.destroyed) branch.end();
+      callback();
+    },
+  });
+}
+
+function devNull(): Writable {
+  return new Writable({
+    write(_chunk, _encoding, callback) {
+      callback();
+    },
+  });
+}
+
+function hashingWriter(file: string) {
+  const hash: Hash = createHash("sha256");
+  let size = 0;
+  return {
+    tap: tap((chunk) => {
+      hash.update(chunk);
+      size += chunk.length;
+    }),
+    file: createWriteStream(file),
+    size: () => size,
+    digest: () => `sha256:${hash.digest("hex")}`,
+  };
+}
+
+function fileBlob(
+  file: string,
+  digest: string,
+  size: number,
+  mediaType: string,
+  extra: { diffId: string | undefined; stored: LayerBlob["stored"] },
+): LayerBlob {
+  return {
+    digest,
+    size,
+    mediaType,
+    ...extra,
+    open: () => createReadStream(file),
+  };
+}

@@ -1,0 +1,346 @@
+import { createHash } from "node:crypto";
+import { Readable } from "node:stream";
+
+import type { BlobSource, PublishTarget } from "../blobs/blob.js";
+import type { LayerBlob } from "../blobs/layer-store.js";
+import { PpaLoadError, errorMessage } from "../errors.js";
+import type {
+  Failure,
+  ImportEvent,
+  ImportResult,
+  PublishedList,
+  PublishedReference,
+} from "../events.js";
+import type { PlannedList, PlannedReference } from "../plan.js";
+import { MediaType } from "../registry/media-types.js";
+import { buildManifestList } from "./manifest-list.js";
+
+/** What the direct path kept of one image tarball: its metadata and its layers. */
+export interface TarballBlobs {
+  /** Returns the bytes of a config or manifest file in the tarball. */
+  metadata(path: string): Buffer | undefined;
+  /** Returns the blob made from a layer file of the tarball. */
+  layer(path: string): LayerBlob | undefined;
+}
+
+export interface DirectPublishContext {
+  target: PublishTarget;
+  /** Image tarballs by archive entry path. */
+  tarballs: Map<string, TarballBlobs>;
+  /** Blob uploads and mounts in flight at once. */
+  concurrency: number;
+  /**
+   * Manifest format: `docker` writes Docker's format where every layer is
+   * gzip (as docker push does) and OCI otherwise; `oci` always writes OCI,
+   * which OCI layout readers such as skopeo require.
+   */
+  format: "docker" | "oci";
+  /** The registry prefix of target repositories, removed to get API paths. */
+  registry: string;
+  result: ImportResult;
+  emit: (event: ImportEvent) => void;
+  signal?: AbortSignal;
+}
+
+const mediaTypes = {
+  dockerConfig: "application/vnd.docker.container.image.v1+json",
+  dockerLayerGzip: "application/vnd.docker.image.rootfs.diff.tar.gzip",
+  ociConfig: "application/vnd.oci.image.config.v1+json",
+  ociLayerGzip: "application/vnd.oci.image.layer.v1.tar+gzip",
+};
+
+/** An image manifest built for a reference, kept so that lists can copy it. */
+interface BuiltManifest {
+  repository: string;
+  mediaType: string;
+  body: Buffer;
+  digest: string;
+  blobs: BlobSource[];
+}
+
+/** Runs async tasks with at most `limit` at once. */
+class Limiter {
+  #active = 0;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(readonly limit: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.#active >= this.limit) {
+      await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    }
+    this.#active += 1;
+    try {
+      return await task();
+    } finally {
+      this.#active -= 1;
+      this.#waiting.shift()?.();
+    }
+  }
+}
+
+/**
+ * Publishes planned references and manifest lists straight to a registry or
+ * an OCI layout. Each blob goes up once per import: the first repository
+ * that needs it gets an upload, every later one a mount. A manifest is put
+ * only after all of its blobs are confirmed, and a list only after all of
+ * its members.
+ */
+export class DirectPublisher {
+  readonly #context: DirectPublishContext;
+  readonly #limiter: Limiter;
+  /** Repositories that hold each blob digest, once confirmed. */
+  readonly #placed = new Map<string, Set<string>>();
+  /** Blob placements in flight, by `repository digest`. */
+  readonly #inFlight = new Map<string, Promise<void>>();
+  /** The first placement of each digest, which later ones mount from. */
+  readonly #firstPlacement = new Map<string, Promise<void>>();
+  readonly #built = new Map<string, BuiltManifest>();
+
+  constructor(context: DirectPublishContext) {
+    this.#context = context;
+    this.#limiter = new Limiter(Math.max(1, context.concurrency));
+  }
+
+  /** Publishes every reference, a few at a time; failures go into the result. */
+  async publishReferences(references: PlannedReference[]): Promise<void> {
+    const workers = Math.max(
+      1,
+      Math.min(this.#context.concurrency, references.length),
+    );
+    const queue = [...references];
+    const work = async () => {
+      for (let ref = queue.shift(); ref; ref = queue.shift()) {
+        this.#context.signal?.throwIfAborted();
+        await this.#publishReference(ref);
+      }
+    };
+    await Promise.all(Array.from({ length: workers }, work));
+  }
+
+  async publishList(list: PlannedList): Promise<void> {
+    const { result, emit } = this.#context;
+    const target = `${list.target.repository}:${list.target.tag}`;
+    const members = list.members.map((member) => ({
+      member,
+      built: this.#built.get(
+        `${member.target.repository}:${member.target.tag}`,
+      ),
+      published: result.published.find(
+        (p) => p.target === `${member.target.repository}:${member.target.tag}`,
+      ),
+    }));
+    const missing = members.filter((m) => !m.built || !m.published);
+    if (missing.length > 0) {
+      this.#fail(
+        target,
+        new PpaLoadError(
+          "REGISTRY",
+          `manifest list ${target} not written because ${missing.map((m) => m.member.source).join(", ")} failed to publish`,
+        ),
+      );
+      return;
+    }
+    try {
+      const repository = this.#apiRepository(list.target.repository);
+      // A registry accepts a list only when its members are in the same repository.
+      for (const { built } of members) {
+        await Promise.all(
+          built!.blobs.map((blob) => this.#place(repository, blob)),
+        );
+        await this.#context.target.putManifest(
+          repository,
+          built!.digest,
+          built!.mediaType,
+          built!.body,
+        );
+      }
+      const listManifest = buildManifestList(
+        members.map(({ member, published }) => ({
+          mediaType: published!.mediaType,
+          digest: published!.digest,
+          size: published!.size,
+          platform: member.platform,
+        })),
+      );
+      const digest = await this.#context.target.putManifest(
+        repository,
+        list.target.tag,
+        listManifest.mediaType,
+        listManifest.body,
+      );
+      const published: PublishedList = {
+        source: list.source,
+        target,
+        digest,
+        mediaType: listManifest.mediaType,
+        platforms: list.members.map((m) => m.platform),
+      };
+      result.lists.push(published);
+      emit({ type: "list-pushed", list: published });
+    } catch (error) {
+      this.#fail(target, error);
+    }
+  }
+
+  async #publishReference(ref: PlannedReference): Promise<void> {
+    const target = `${ref.target.repository}:${ref.target.tag}`;
+    try {
+      const repository = this.#apiRepository(ref.target.repository);
+      const built = this.#buildManifest(ref, repository);
+      await Promise.all(
+        built.blobs.map((blob) => this.#place(repository, blob)),
+      );
+      const digest = await this.#context.target.putManifest(
+        repository,
+        ref.target.tag,
+        built.mediaType,
+        built.body,
+      );
+      this.#built.set(target, built);
+      const published: PublishedReference = {
+        source: ref.source,
+        target,
+        digest,
+        mediaType: built.mediaType,
+        size: built.body.length,
+        platform: ref.platform,
+        tarball: ref.tarball,
+      };
+      this.#context.result.published.push(published);
+      this.#context.emit({ type: "reference-pushed", reference: published });
+    } catch (error) {
+      this.#fail(target, error);
+    }
+  }
+
+  /**
+   * Builds the image manifest of a reference from its tarball's config and
+   * layers, checking each layer against the config's diff_ids.
+   */
+  #buildManifest(ref: PlannedReference, repository: string): BuiltManifest {
+    const tarball = this.#context.tarballs.get(ref.tarball);
+    const config = tarball?.metadata(ref.image.configPath);
+    if (!tarball || !config) {
+      throw new PpaLoadError(
+        "IMAGE_TARBALL_INVALID",
+        `${ref.tarball}: the config ${ref.image.configPath} of ${ref.source} was not read`,
+      );
+    }
+    const layers = ref.image.layerPaths.map((path, index) => {
+      const layer = tarball.layer(path);
+      if (!layer) {
+        throw new PpaLoadError(
+          "IMAGE_TARBALL_INVALID",
+          `${ref.tarball}: layer ${path} of ${ref.source} was not read`,
+          { hint: "the tarball is incomplete; save the image again" },
+        );
+      }
+      const expected = ref.image.diffIds[index];
+      if (layer.diffId !== undefined && layer.diffId !== expected) {
+        throw new PpaLoadError(
+          "IMAGE_TARBALL_INVALID",
+          `${ref.tarball}: layer ${path} of ${ref.source} has diff_id ${layer.diffId}, but its config ${ref.image.configPath} lists ${expected}`,
+          {
+            hint: "the tarball is damaged or was edited; save the image again",
+          },
+        );
+      }
+      return layer;
+    });
+
+    const docker =
+      this.#context.format === "docker" &&
+      layers.every((layer) => layer.mediaType === mediaTypes.dockerLayerGzip);
+    const configBlob = memoryBlob(
+      config,
+      docker ? mediaTypes.dockerConfig : mediaTypes.ociConfig,
+    );
+    const manifest = {
+      schemaVersion: 2,
+      mediaType: docker ? MediaType.dockerManifest : MediaType.ociManifest,
+      config: descriptor(configBlob),
+      layers: layers.map((layer) =>
+        descriptor({
+          ...layer,
+          mediaType:
+            !docker && layer.mediaType === mediaTypes.dockerLayerGzip
+              ? mediaTypes.ociLayerGzip
+              : layer.mediaType,
+        }),
+      ),
+    };
+    const body = Buffer.from(JSON.stringify(manifest, null, 2));
+    return {
+      repository,
+      mediaType: manifest.mediaType,
+      body,
+      digest: `sha256:${createHash("sha256").update(body).digest("hex")}`,
+      blobs: [configBlob, ...layers],
+    };
+  }
+
+  /**
+   * Makes a blob available in a repository, once per repository and import.
+   * Later placements of a digest wait for the first, so they can mount it
+   * from there instead of uploading it again.
+   */
+  #place(repository: string, blob: BlobSource): Promise<void> {
+    const key = `${repository} ${blob.digest}`;
+    const existing = this.#inFlight.get(key);
+    if (existing) return existing;
+    const first = this.#firstPlacement.get(blob.digest);
+    const placement = first
+      ? first.catch(() => undefined).then(() => this.#put(repository, blob))
+      : this.#put(repository, blob);
+    if (!first) this.#firstPlacement.set(blob.digest, placement);
+    this.#inFlight.set(key, placement);
+    placement.catch(() => this.#inFlight.delete(key));
+    return placement;
+  }
+
+  async #put(repository: string, blob: BlobSource): Promise<void> {
+    const holders = [...(this.#placed.get(blob.digest) ?? [])];
+    await this.#limiter.run(() =>
+      this.#context.target.putBlob(repository, blob, {
+        mountFrom: holders,
+        signal: this.#context.signal,
+      }),
+    );
+    let set = this.#placed.get(blob.digest);
+    if (!set) {
+      set = new Set();
+      this.#placed.set(blob.digest, set);
+    }
+    set.add(repository);
+  }
+
+  #apiRepository(targetRepository: string): string {
+    const prefix = this.#context.registry ? `${this.#context.registry}/` : "";
+    return targetRepository.startsWith(prefix)
+      ? targetRepository.slice(prefix.length)
+      : targetRepository;
+  }
+
+  #fail(item: string, error: unknown): void {
+    const failure: Failure =
+      error instanceof PpaLoadError
+        ? { item, code: error.code, message: error.message, hint: error.hint }
+        : { item, code: "UNEXPECTED", message: errorMessage(error) };
+    this.#context.result.failures.push(failure);
+    this.#context.emit({ type: "failure", failure });
+  }
+}
+
+function descriptor(blob: { mediaType: string; size: number; digest: string }) {
+  return { mediaType: blob.mediaType, size: blob.size, digest: blob.digest };
+}
+
+function memoryBlob(body: Buffer, mediaType: string): BlobSource {
+  return {
+    digest: `sha256:${createHash("sha256").update(body).digest("hex")}`,
+    size: body.length,
+    mediaType,
+    open: () => Readable.from([body]),
+  };
+}

@@ -1,0 +1,220 @@
+import { Transform } from "node:stream";
+
+import type { ArchiveEntry } from "../archive/entries.js";
+import type { ImageTarballInspector } from "../archive/image-tarball.js";
+import { PpaLoadError, errorMessage } from "../errors.js";
+import type {
+  Failure,
+  ImportEvent,
+  ImportResult,
+  PublishedList,
+  PublishedReference,
+} from "../events.js";
+import type { ImportOptions } from "../import.js";
+import type { PlannedList, PlannedReference } from "../plan.js";
+import type { RegistryClient } from "../registry/client.js";
+import type { Credentials } from "../registry/credentials.js";
+import type { DockerEngine } from "./docker-engine.js";
+import { buildManifestList } from "./manifest-list.js";
+
+/** Copies a manifest and its blobs from one repository into another, by digest. */
+export async function copyManifest(
+  client: RegistryClient,
+  from: string,
+  to: string,
+  digest: string,
+): Promise<void> {
+  if (from === to || (await client.headManifest(to, digest))) return;
+  const manifest = await client.getManifest(from, digest);
+  const parsed = JSON.parse(manifest.body.toString("utf8")) as {
+    config?: { digest: string };
+    layers?: { digest: string }[];
+  };
+  const blobs = [
+    parsed.config?.digest,
+    ...(parsed.layers ?? []).map((l) => l.digest),
+  ].filter((d): d is string => typeof d === "string");
+  for (const blob of blobs) {
+    if (await client.hasBlob(to, blob)) continue;
+    if (!(await client.mountBlob(to, blob, from))) {
+      throw new PpaLoadError(
+        "REGISTRY",
+        `${client.registry} did not mount blob ${blob} from ${from} into ${to}`,
+        {
+          hint: "the account needs pull access to the source repository",
+        },
+      );
+    }
+  }
+  await client.putManifest(to, digest, manifest.body, manifest.mediaType);
+}
+
+/** The repository path the registry API uses: the target without its host. */
+export function apiRepository(
+  targetRepository: string,
+  registry: string,
+): string {
+  return targetRepository.slice(registry.length + 1);
+}
+
+export function failureOf(item: string, error: unknown): Failure {
+  if (error instanceof PpaLoadError) {
+    return { item, code: error.code, message: error.message, hint: error.hint };
+  }
+  return { item, code: "UNEXPECTED", message: errorMessage(error) };
+}
+
+/** Streams an image tarball into the engine while the inspector reads its metadata. */
+export async function loadIntoEngine(
+  engine: DockerEngine,
+  entry: ArchiveEntry,
+  inspector: ImageTarballInspector,
+): Promise<void> {
+  const tee = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      inspector.write(chunk);
+      callback(null, chunk);
+    },
+  });
+  entry.body.pipe(tee);
+  try {
+    await engine.load(tee, entry.path);
+  } catch (error) {
+    entry.body.unpipe(tee);
+    tee.destroy();
+    entry.body.on("data", (chunk: Buffer) => inspector.write(chunk));
+    entry.body.resume();
+    await new Promise((done) =>
+      entry.body.emittedEnd ? done(undefined) : entry.body.once("end", done),
+    );
+    throw error;
+  }
+}
+
+export interface PushContext {
+  engine: DockerEngine;
+  client: RegistryClient;
+  credentials?: Credentials;
+  options: ImportOptions & { registry: string };
+  result: ImportResult;
+  emit: (event: ImportEvent) => void;
+}
+
+/** Tags each loaded image by ID and pushes it, a few at a time. */
+export async function pushReferences(
+  references: PlannedReference[],
+  context: PushContext,
+): Promise<void> {
+  const queue = [...references];
+  const concurrency = 3;
+  const worker = async () => {
+    for (let ref = queue.shift(); ref; ref = queue.shift()) {
+      context.options.signal?.throwIfAborted();
+      await pushReference(ref, context);
+    }
+  };
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, queue.length) }, worker),
+  );
+}
+
+async function pushReference(
+  ref: PlannedReference,
+  context: PushContext,
+): Promise<void> {
+  const { engine, client, options, result, emit } = context;
+  const target = `${ref.target.repository}:${ref.target.tag}`;
+  try {
+    await engine.tag(ref.image.imageId, ref.target.repository, ref.target.tag);
+    const pushed = await engine.push(
+      ref.target.repository,
+      ref.target.tag,
+      options.registry,
+      context.credentials,
+    );
+    const descriptor = await client.headManifest(
+      apiRepository(ref.target.repository, options.registry),
+      pushed.digest,
+    );
+    const published: PublishedReference = {
+      source: ref.source,
+      target,
+      digest: pushed.digest,
+      mediaType: descriptor?.mediaType ?? "",
+      size: descriptor?.size ?? pushed.size,
+      platform: ref.platform,
+      tarball: ref.tarball,
+    };
+    result.published.push(published);
+    emit({ type: "reference-pushed", reference: published });
+  } catch (error) {
+    const failure = failureOf(target, error);
+    result.failures.push(failure);
+    emit({ type: "failure", failure });
+  }
+}
+
+export async function pushList(
+  list: PlannedList,
+  client: RegistryClient,
+  registry: string,
+  result: ImportResult,
+  emit: (event: ImportEvent) => void,
+): Promise<void> {
+  const target = `${list.target.repository}:${list.target.tag}`;
+  const members = list.members.map((member) => ({
+    member,
+    published: result.published.find(
+      (p) => p.target === `${member.target.repository}:${member.target.tag}`,
+    ),
+  }));
+  const missing = members.filter((m) => !m.published);
+  if (missing.length > 0) {
+    const failure: Failure = {
+      item: target,
+      code: "REGISTRY",
+      message: `manifest list ${target} not written because ${missing.map((m) => m.member.source).join(", ")} failed to push`,
+    };
+    result.failures.push(failure);
+    emit({ type: "failure", failure });
+    return;
+  }
+  try {
+    const listRepository = apiRepository(list.target.repository, registry);
+    for (const { member, published } of members) {
+      await copyManifest(
+        client,
+        apiRepository(member.target.repository, registry),
+        listRepository,
+        published!.digest,
+      );
+    }
+    const built = buildManifestList(
+      members.map(({ member, published }) => ({
+        mediaType: published!.mediaType,
+        digest: published!.digest,
+        size: published!.size,
+        platform: member.platform,
+      })),
+    );
+    const digest = await client.putManifest(
+      listRepository,
+      list.target.tag,
+      built.body,
+      built.mediaType,
+    );
+    const published: PublishedList = {
+      source: list.source,
+      target,
+      digest,
+      mediaType: built.mediaType,
+      platforms: list.members.map((m) => m.platform),
+    };
+    result.lists.push(published);
+    emit({ type: "list-pushed", list: published });
+  } catch (error) {
+    const failure = failureOf(target, error);
+    result.failures.push(failure);
+    emit({ type: "failure", failure });
+  }
+}

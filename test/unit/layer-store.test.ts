@@ -1,0 +1,126 @@
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { buffer } from "node:stream/consumers";
+import { gunzipSync, gzipSync } from "node:zlib";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+
+import { LayerStore } from "../../src/blobs/layer-store.js";
+import { layerTar } from "../../testdata/generate.js";
+
+function sha256(data: Buffer): string {
+  return `sha256:${createHash("sha256").update(data).digest("hex")}`;
+}
+
+/** Yields `data` in chunks of `size` bytes, as a tar entry stream would. */
+async function* chunks(data: Buffer, size = 64 * 1024): AsyncGenerator<Buffer> {
+  for (let offset = 0; offset < data.length; offset += size) {
+    yield data.subarray(offset, offset + size);
+  }
+}
+
+describe("LayerStore", () => {
+  let folder: string;
+
+  beforeEach(async () => {
+    folder = await mkdtemp(join(tmpdir(), "ppa-load-layers-"));
+  });
+
+  afterEach(async () => {
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  it("compresses a tar layer and records its diff_id", async () => {
+    const store = new LayerStore({ tempDir: folder, compression: "gzip" });
+    const tar = layerTar({ files: { "etc/motd": "hello\n".repeat(1000) } });
+
+    const blob = await store.add(chunks(tar), tar.length, "app.tar: layer.tar");
+    const stored = await buffer(blob.open());
+
+    expect(blob.diffId).toBe(sha256(tar));
+    expect(blob.digest).toBe(sha256(stored));
+    expect(blob.size).toBe(stored.length);
+    expect(blob.mediaType).toBe(
+      "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    );
+    expect(gunzipSync(stored).equals(tar)).toBe(true);
+    await store.cleanup();
+  });
+
+  it("keeps a gzip layer byte for byte", async () => {
+    const store = new LayerStore({ tempDir: folder, compression: "gzip" });
+    const tar = layerTar({ files: { "opt/app/bin": randomBytes(200_000) } });
+    const gzipped = gzipSync(tar, { level: 9 });
+
+    const blob = await store.add(chunks(gzipped), gzipped.length, "layer");
+
+    expect(blob.stored).toBe("gzip");
+    expect(blob.digest).toBe(sha256(gzipped));
+    expect(blob.diffId).toBe(sha256(tar));
+    expect((await buffer(blob.open())).equals(gzipped)).toBe(true);
+    await store.cleanup();
+  });
+
+  it("stores an uncompressed layer with compression none", async () => {
+    const store = new LayerStore({ tempDir: folder, compression: "none" });
+    const tar = layerTar({ files: { "a/b": "c" } });
+
+    const blob = await store.add(chunks(tar), tar.length, "layer");
+
+    expect(blob.digest).toBe(sha256(tar));
+    expect(blob.diffId).toBe(sha256(tar));
+    expect(blob.mediaType).toBe("application/vnd.oci.image.layer.v1.tar");
+    await store.cleanup();
+  });
+
+  it("stores a repeated layer once", async () => {
+    const store = new LayerStore({ tempDir: folder, compression: "gzip" });
+    const tar = layerTar({ files: { "usr/lib/base": randomBytes(3_000_000) } });
+
+    const first = await store.add(chunks(tar), tar.length, "a.tar: layer");
+    const written = store.bytesWritten;
+    const second = await store.add(chunks(tar, 10_000), tar.length, "b.tar");
+
+    expect(second.digest).toBe(first.digest);
+    expect(store.bytesWritten).toBe(written);
+    await store.cleanup();
+  });
+
+  it("tells apart layers that share size and first bytes", async () => {
+    const store = new LayerStore({ tempDir: folder, compression: "gzip" });
+    const head = randomBytes(2 * 1024 * 1024);
+    const one = Buffer.concat([head, Buffer.alloc(4096, 1)]);
+    const two = Buffer.concat([head, Buffer.alloc(4096, 2)]);
+
+    const first = await store.add(chunks(one), one.length, "one");
+    const second = await store.add(chunks(two), two.length, "two");
+
+    expect(second.diffId).toBe(sha256(two));
+    expect(second.digest).not.toBe(first.digest);
+    expect(gunzipSync(await buffer(second.open())).equals(two)).toBe(true);
+    await store.cleanup();
+  });
+
+  it("reports a gzip layer that does not decompress", async () => {
+    const store = new LayerStore({ tempDir: folder, compression: "gzip" });
+    const broken = gzipSync(randomBytes(100_000)).subarray(0, 5_000);
+
+    await expect(
+      store.add(chunks(broken), broken.length, "images/x.tar: abc/layer.tar"),
+    ).rejects.toThrow(
+      /images\/x\.tar: abc\/layer\.tar: the layer is gzip-compressed but does not decompress/,
+    );
+    await store.cleanup();
+  });
+
+  it("removes its temporary files", async () => {
+    const store = new LayerStore({ tempDir: folder, compression: "gzip" });
+    const tar = layerTar({ files: { x: "y" } });
+    await store.add(chunks(tar), tar.length, "layer");
+
+    await store.cleanup();
+
+    expect(await readdir(folder)).toEqual([]);
+  });
+});
