@@ -39,11 +39,11 @@ export interface ImportOptions {
   /** Registry path prefix for every image, e.g. `team` or `team/product`. */
   namespace: string;
   /**
-   * Where images go: a registry `HOST[:PORT]`, or `oci:PATH` for an OCI image
-   * layout. Without it, images go to the OCI layout `registry/` in `outputDir`.
+   * Destination of the images: a registry `HOST[:PORT]`, or `oci:PATH` for an
+   * OCI image layout. Without it, images go to the OCI layout `registry/` in `outputDir`.
    */
   registry?: string;
-  /** Where charts (and the default OCI layout) are written; `ppa-import` under the current folder by default. */
+  /** Folder for charts and the default OCI layout; `ppa-import` under the current folder by default. */
   outputDir?: string;
   /** Overrides the credentials of the Docker config. */
   username?: string;
@@ -58,7 +58,7 @@ export interface ImportOptions {
   docker?: boolean;
   /** The engine for `docker: true`; a client for `DOCKER_HOST` by default. */
   engine?: DockerEngine;
-  /** How uncompressed layers are stored in the registry; `gzip` by default. */
+  /** Compression of layers that the tarball stores uncompressed; `gzip` by default. */
   compression?: Compression;
   /** gzip level from 0 to 9. */
   compressionLevel?: number;
@@ -248,6 +248,9 @@ export async function importArchive(
   await target.check();
 
   const stager = new ChartStager(outputDir);
+  // NOTE: compressed layers stay in temporary files until the plan is checked
+  // at the end of the archive, so temporary disk grows with the archive's
+  // unique layers, not only with the layers in flight.
   const layers = new LayerStore({
     tempDir: options.tempDir ?? tmpdir(),
     compression: options.compression ?? "gzip",

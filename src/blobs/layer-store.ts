@@ -16,7 +16,7 @@ export type Compression = "gzip" | "none";
 export interface LayerBlob extends BlobSource {
   /** `sha256:` digest of the uncompressed layer tar, as the image config lists it. */
   diffId: string | undefined;
-  /** How the layer was stored in the tarball. */
+  /** Format of the layer in the tarball. */
   stored: "tar" | "gzip" | "zstd";
 }
 

@@ -172,8 +172,9 @@ export function formatSummary(result: ImportResult): string {
       lines.push(`  ${failure.item}: ${failure.message}`);
   }
   if (layout && result.published.length > 0) {
+    const example = result.lists[0]?.target ?? result.published[0].target;
     lines.push(
-      `To push an image from the layout: skopeo copy oci:${layout}:NAME:TAG docker://REGISTRY/NAME:TAG`,
+      `To push an image from the layout: skopeo copy --all oci:${layout}:${example} docker://REGISTRY/${example}`,
     );
   }
   if (lines.length === 0)

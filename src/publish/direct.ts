@@ -15,7 +15,7 @@ import type { PlannedList, PlannedReference } from "../plan.js";
 import { MediaType } from "../registry/media-types.js";
 import { buildManifestList } from "./manifest-list.js";
 
-/** What the direct path kept of one image tarball: its metadata and its layers. */
+/** Metadata and layers that the direct path kept of one image tarball. */
 export interface TarballBlobs {
   /** Returns the bytes of a config or manifest file in the tarball. */
   metadata(path: string): Buffer | undefined;
