@@ -1,6 +1,9 @@
 import { createReadStream } from "node:fs";
 import { posix } from "node:path";
+import { Readable } from "node:stream";
 import { Parser, type ReadEntry } from "tar";
+
+import { tarBytes } from "./decompress.js";
 
 import { PpaLoadError, errorMessage } from "../errors.js";
 
@@ -106,7 +109,19 @@ export async function* readArchiveEntries(
     fail(new PpaLoadError("ABORTED", "the import was cancelled"));
   };
   options.signal?.addEventListener("abort", onAbort, { once: true });
-  source.pipe(parser);
+  const bytes = Readable.from(tarBytes(source, file, "ARCHIVE_UNREADABLE"));
+  bytes.on("error", (error) =>
+    fail(
+      error instanceof PpaLoadError
+        ? error
+        : new PpaLoadError(
+            "ARCHIVE_UNREADABLE",
+            `${file}: cannot read the archive: ${errorMessage(error)}`,
+            { cause: error },
+          ),
+    ),
+  );
+  bytes.pipe(parser);
 
   try {
     while (true) {

@@ -18,6 +18,7 @@ import {
   buildPlan,
 } from "../plan.js";
 import { checkReference } from "../reference.js";
+import { tarBytes } from "./decompress.js";
 import {
   type ArchiveEntry,
   readArchiveEntries,
@@ -125,8 +126,9 @@ async function readTarball(
     if (handlers.onTarball) {
       await handlers.onTarball(entry, inspector);
     } else {
-      for await (const chunk of entry.body) {
-        if (!inspector.write(chunk as Buffer)) await inspector.drained();
+      const bytes = tarBytes(entry.body, entry.path, "IMAGE_TARBALL_INVALID");
+      for await (const chunk of bytes) {
+        if (!inspector.write(chunk)) await inspector.drained();
       }
     }
     await inspector.end();
@@ -150,8 +152,13 @@ async function readTarball(
     } catch (inspected) {
       if (inspected instanceof PpaLoadError) diagnosis = inspected;
     }
-    const chosen =
-      diagnosis ?? (error instanceof PpaLoadError ? error : undefined);
+    // An error about the tarball's own bytes (not tar, cut short, a layer
+    // that does not match) is more precise than what the parser saw after it.
+    const aboutBytes =
+      error instanceof PpaLoadError && error.code === "IMAGE_TARBALL_INVALID";
+    const chosen = aboutBytes
+      ? error
+      : (diagnosis ?? (error instanceof PpaLoadError ? error : undefined));
     record.error = {
       code: chosen?.code ?? "IMAGE_TARBALL_INVALID",
       message: chosen?.message ?? `${entry.path}: ${errorMessage(error)}`,

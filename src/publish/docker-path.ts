@@ -1,4 +1,6 @@
-import { Transform } from "node:stream";
+import { Readable, Transform } from "node:stream";
+
+import { tarBytes } from "../archive/decompress.js";
 
 import type { ArchiveEntry } from "../archive/entries.js";
 import type { ImageTarballInspector } from "../archive/image-tarball.js";
@@ -70,24 +72,34 @@ export async function loadIntoEngine(
   entry: ArchiveEntry,
   inspector: ImageTarballInspector,
 ): Promise<void> {
+  const source = Readable.from(
+    tarBytes(entry.body, entry.path, "IMAGE_TARBALL_INVALID"),
+  );
   const tee = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
       inspector.write(chunk);
       callback(null, chunk);
     },
   });
-  entry.body.pipe(tee);
+  // A source that fails (not a tar, cut short) must end the engine's load too.
+  source.on("error", (error) => tee.destroy(error));
+  source.pipe(tee);
+  let sourceError: unknown;
+  source.once("error", (error) => (sourceError = error));
   try {
     await engine.load(tee, entry.path);
   } catch (error) {
-    entry.body.unpipe(tee);
+    source.unpipe(tee);
     tee.destroy();
-    entry.body.on("data", (chunk: Buffer) => inspector.write(chunk));
-    entry.body.resume();
-    await new Promise((done) =>
-      entry.body.emittedEnd ? done(undefined) : entry.body.once("end", done),
-    );
-    throw error;
+    // Read the rest, so the inspector can say what is wrong with the tarball.
+    if (!source.destroyed) {
+      source.on("data", (chunk: Buffer) => inspector.write(chunk));
+      await new Promise((done) => {
+        source.once("end", done);
+        source.once("error", done);
+      });
+    }
+    throw sourceError ?? error;
   }
 }
 

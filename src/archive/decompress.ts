@@ -1,0 +1,196 @@
+import { Readable } from "node:stream";
+import { createGunzip } from "node:zlib";
+
+import { PpaLoadError } from "../errors.js";
+
+/** Layers of gzip unwrapped before giving up: one is normal, two happen by mistake. */
+const maxGzipLayers = 3;
+
+/** What the first bytes of a stream show it to be. */
+export type Sniffed =
+  | "gzip"
+  | "tar"
+  | "utf16-text"
+  | "utf8-bom-text"
+  | "bzip2"
+  | "xz"
+  | "zstd"
+  | "unknown";
+
+/** Names what `head` (the first bytes of a file) looks like. */
+export function sniff(head: Buffer): Sniffed {
+  if (head[0] === 0x1f && head[1] === 0x8b) return "gzip";
+  if (
+    (head[0] === 0xff && head[1] === 0xfe) ||
+    (head[0] === 0xfe && head[1] === 0xff)
+  ) {
+    return "utf16-text";
+  }
+  if (head[0] === 0xef && head[1] === 0xbb && head[2] === 0xbf) {
+    return "utf8-bom-text";
+  }
+  if (head.subarray(0, 3).toString("latin1") === "BZh") return "bzip2";
+  if (
+    head.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0]))
+  ) {
+    return "xz";
+  }
+  if (head.readUInt32LE(0) === 0xfd2fb528) return "zstd";
+  if (head.length >= 512 && hasTarChecksum(head)) return "tar";
+  return "unknown";
+}
+
+/**
+ * Checks the header checksum of the first tar block: the sum of its bytes,
+ * with the 8-byte checksum field counted as spaces, written in octal at 148.
+ * Every tar format has it, including the old ones without the `ustar` magic.
+ */
+function hasTarChecksum(block: Buffer): boolean {
+  const field = block.subarray(148, 156).toString("latin1");
+  const stored = Number.parseInt(field.replace(/[\0 ]+$/g, "").trim(), 8);
+  if (!Number.isFinite(stored)) return false;
+  let sum = 0;
+  for (let i = 0; i < 512; i += 1) {
+    sum += i >= 148 && i < 156 ? 0x20 : block[i];
+  }
+  return sum === stored;
+}
+
+/** Reads up to `length` bytes from an iterator, returning them and what remains. */
+async function peek(
+  iterator: AsyncIterator<Buffer>,
+  length: number,
+): Promise<{ head: Buffer; done: boolean }> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  while (size < length) {
+    const next = await iterator.next();
+    if (next.done) return { head: Buffer.concat(chunks), done: true };
+    chunks.push(next.value);
+    size += next.value.length;
+  }
+  return { head: Buffer.concat(chunks), done: false };
+}
+
+async function* replay(
+  head: Buffer,
+  iterator: AsyncIterator<Buffer>,
+  done: boolean,
+): AsyncGenerator<Buffer> {
+  if (head.length > 0) yield head;
+  if (done) return;
+  for (
+    let next = await iterator.next();
+    !next.done;
+    next = await iterator.next()
+  ) {
+    yield next.value;
+  }
+}
+
+/**
+ * Returns the bytes of a tar file that may be gzipped, whatever its name
+ * says, and unwraps gzip inside gzip. Inflating runs in zlib's thread pool,
+ * off the main thread. Fails with the fix when the bytes are text, or are
+ * compressed in a format that docker save never writes. `label` names the
+ * file in errors; `code` is the error code to use.
+ */
+export async function* tarBytes(
+  source: AsyncIterable<Buffer>,
+  label: string,
+  code: "ARCHIVE_UNREADABLE" | "IMAGE_TARBALL_INVALID",
+): AsyncGenerator<Buffer> {
+  let stream: AsyncIterable<Buffer> = source;
+  for (let layer = 0; ; layer += 1) {
+    const iterator = stream[Symbol.asyncIterator]();
+    const { head, done } = await peek(iterator, 512);
+    if (head.length === 0) {
+      throw new PpaLoadError(
+        code,
+        layer === 0
+          ? `${label} is empty`
+          : `${label} holds an empty gzip stream`,
+        { hint: "the file is incomplete; download or save it again" },
+      );
+    }
+    const kind = sniff(head);
+    if (kind === "gzip") {
+      if (layer >= maxGzipLayers) {
+        throw new PpaLoadError(
+          code,
+          `${label} is wrapped in more than ${maxGzipLayers} layers of gzip`,
+          { hint: "decompress it with gunzip until it is a tar file" },
+        );
+      }
+      const gunzip = createGunzip();
+      const input = Readable.from(replay(head, iterator, done));
+      input.on("error", (error) => gunzip.destroy(error));
+      input.pipe(gunzip);
+      stream = inflated(gunzip, label, code);
+      continue;
+    }
+    const problem = textOrCompression(kind, head);
+    if (problem) {
+      throw new PpaLoadError(code, `${label} ${problem.message}`, {
+        hint: problem.hint,
+      });
+    }
+    yield* replay(head, iterator, done);
+    return;
+  }
+}
+
+async function* inflated(
+  gunzip: ReturnType<typeof createGunzip>,
+  label: string,
+  code: "ARCHIVE_UNREADABLE" | "IMAGE_TARBALL_INVALID",
+): AsyncGenerator<Buffer> {
+  try {
+    for await (const chunk of gunzip) yield chunk as Buffer;
+  } catch (error) {
+    if (error instanceof PpaLoadError) throw error;
+    const message = (error as Error).message;
+    throw new PpaLoadError(
+      code,
+      message.includes("unexpected end")
+        ? `${label} is cut short: its gzip stream ends early`
+        : `${label} is not valid gzip: ${message}`,
+      {
+        cause: error,
+        hint: "the file is incomplete or damaged; download or save it again and compare its checksum",
+      },
+    );
+  }
+}
+
+function textOrCompression(
+  kind: Sniffed,
+  head: Buffer,
+): { message: string; hint: string } | undefined {
+  const hex = head
+    .subarray(0, 8)
+    .toString("hex")
+    .replace(/(..)(?!$)/g, "$1 ");
+  switch (kind) {
+    case "utf16-text":
+    case "utf8-bom-text":
+      return {
+        message: `is not a valid tar file: it starts with a ${kind === "utf16-text" ? "UTF-16" : "UTF-8"} byte order mark, so its bytes were written as text, probably through a shell redirect such as PowerShell's >`,
+        hint: "write the file with a tool that keeps bytes as they are, e.g. docker save -o FILE IMAGE, and copy it in binary mode",
+      };
+    case "unknown":
+      return {
+        message: `is neither gzip nor a tar file (it starts with the bytes ${hex})`,
+        hint: "check that this is the file you meant; PPA archives and docker save tarballs are tar files, usually gzipped",
+      };
+    case "bzip2":
+    case "xz":
+    case "zstd":
+      return {
+        message: `is compressed with ${kind}, which this tool does not read`,
+        hint: `decompress it (e.g. ${kind === "zstd" ? "zstd -d" : kind === "xz" ? "xz -d" : "bunzip2"}) or recompress it with gzip`,
+      };
+    default:
+      return undefined;
+  }
+}
