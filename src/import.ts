@@ -29,7 +29,7 @@ import { DirectPublisher, type TarballBlobs } from "./publish/direct.js";
 import { OciLayoutTarget } from "./publish/oci-layout.js";
 import { RegistryTarget } from "./publish/registry-target.js";
 import { checkHost, checkRepositoryPath } from "./reference.js";
-import { RegistryClient } from "./registry/client.js";
+import { RegistryClient, isLoopbackRegistry } from "./registry/client.js";
 import { type Credentials, findCredentials } from "./registry/credentials.js";
 import { countOf } from "./text.js";
 
@@ -226,6 +226,15 @@ export async function importArchive(
       onRequest: (info) => emit({ type: "request", ...info }),
     });
     target = new RegistryTarget(client, { chunkSize: options.chunkSize });
+    if (
+      credentials &&
+      client.baseUrl.startsWith("http:") &&
+      !isLoopbackRegistry(registry)
+    ) {
+      warn(
+        `sending the credentials from ${credentials.source} to ${registry} over plain HTTP (--insecure), where anyone on the network path can read them`,
+      );
+    }
   } else {
     target = new OciLayoutTarget(layoutFolder!);
   }

@@ -24,7 +24,7 @@ export class RegistryTarget implements PublishTarget {
   constructor(client: RegistryClient, options: RegistryTargetOptions = {}) {
     this.#client = client;
     this.#chunkSize = options.chunkSize;
-    this.description = `registry ${client.registry}`;
+    this.description = `registry ${client.baseUrl}`;
   }
 
   /**

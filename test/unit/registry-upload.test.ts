@@ -960,7 +960,7 @@ describe("RegistryTarget", () => {
 
     await target.check();
 
-    expect(target.description).toBe(`registry ${registry.host}`);
+    expect(target.description).toBe(`registry http://${registry.host}`);
     expect(target.isRemote).toBe(true);
   });
 
