@@ -307,17 +307,25 @@ export async function importArchive(
             resolved.get(tarball)?.get(inspector.resolvePath(path)),
         });
       }
-      await publishDirect(plan, target, tarballs, options, result, emit);
-    } else {
-      await publishThroughDocker(
-        plan,
-        engine!,
-        client!,
-        credentials,
-        options,
-        result,
-        emit,
+      await stopOnAbort(options, result, () =>
+        publishDirect(plan, target, tarballs, options, result, emit),
       );
+    } else {
+      await stopOnAbort(options, result, () =>
+        publishThroughDocker(
+          plan,
+          engine!,
+          client!,
+          credentials,
+          options,
+          result,
+          emit,
+        ),
+      );
+    }
+    if (options.signal?.aborted) {
+      result.durationMs = Date.now() - started;
+      return result;
     }
 
     emit({
@@ -342,6 +350,31 @@ export async function importArchive(
   result.durationMs = Date.now() - started;
   emit({ type: "phase", phase: "done", message: "done" });
   return result;
+}
+
+/**
+ * Runs the publishing step; when the import is cancelled part way, records
+ * that in the result instead of throwing, so the caller still learns what
+ * was published.
+ */
+async function stopOnAbort(
+  options: ImportOptions,
+  result: ImportResult,
+  publish: () => Promise<void>,
+): Promise<void> {
+  try {
+    await publish();
+  } catch (error) {
+    if (!options.signal?.aborted) throw error;
+  }
+  if (options.signal?.aborted) {
+    result.failures.push({
+      item: options.archive,
+      code: "ABORTED",
+      message:
+        "the import was stopped before it finished; run the same command again to finish it, and what is already in place is not uploaded again",
+    });
+  }
 }
 
 /** Builds the plan and throws `PLAN_INVALID` with every problem, before anything is published. */

@@ -98,12 +98,45 @@ async function readCaCert(path: string): Promise<Buffer> {
   }
 }
 
+/** Exit code after SIGINT or SIGTERM, as shells report a process killed by SIGINT. */
+const interruptedExitCode = 130;
+
+/**
+ * Turns the first SIGINT or SIGTERM into a cancellation, so that uploads stop,
+ * temporary files are removed and the summary is printed; a second one exits
+ * at once. Returns a function that removes the handlers.
+ */
+function cancelOnSignals(
+  controller: AbortController,
+  stderr: NodeJS.WriteStream,
+): () => void {
+  let received = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    received += 1;
+    if (received > 1) process.exit(interruptedExitCode);
+    stderr.write(
+      `\n${signal}: stopping after the requests in flight; send it again to quit at once\n`,
+    );
+    controller.abort(
+      new PpaLoadError("ABORTED", `the import was stopped by ${signal}`),
+    );
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  return () => {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  };
+}
+
 async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
   const renderer = new ProgressRenderer({
     stream: io.stderr,
     quiet: flags.quiet,
     verbose: flags.verbose,
   });
+  const controller = new AbortController();
+  const removeHandlers = cancelOnSignals(controller, io.stderr);
   try {
     const password = flags.passwordStdin
       ? await readPassword(io.stdin)
@@ -125,9 +158,11 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
       chunkSize: flags.chunkSize,
       tempDir: flags.tempDir,
       onEvent: renderer.handle,
+      signal: controller.signal,
     });
     renderer.stop();
     io.stdout.write(`${formatSummary(result)}\n`);
+    if (controller.signal.aborted) return interruptedExitCode;
     if (result.failures.length === 0) return ExitCode.success;
     return result.published.length +
       result.lists.length +
@@ -138,7 +173,10 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
   } catch (error) {
     renderer.stop();
     io.stderr.write(`${formatError(error)}\n`);
+    if (controller.signal.aborted) return interruptedExitCode;
     return error instanceof PpaLoadError ? error.exitCode : ExitCode.failure;
+  } finally {
+    removeHandlers();
   }
 }
 

@@ -67,6 +67,15 @@ export class RegistryReader {
     return response.json();
   }
 
+  /** Whether the repository holds the blob, from a HEAD request. */
+  async hasBlob(repository: string, digest: string): Promise<boolean> {
+    const response = await fetch(
+      `http://${this.registry}/v2/${repository}/blobs/${digest}`,
+      { method: "HEAD", headers: this.#headers() },
+    );
+    return response.status === 200;
+  }
+
   async tags(repository: string): Promise<string[]> {
     const response = await fetch(
       `http://${this.registry}/v2/${repository}/tags/list`,

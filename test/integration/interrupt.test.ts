@@ -1,0 +1,124 @@
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdir, mkdtemp, readdir, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+
+import {
+  dockerSaveTarball,
+  ppaArchive,
+  type ImageSpec,
+} from "../../testdata/generate.js";
+import { runCli } from "../helpers/cli.js";
+import { repoRoot, services, uniqueNamespace } from "../helpers/environment.js";
+import { RegistryReader } from "../helpers/registry.js";
+
+const env = services();
+
+/** Three images of random (so incompressible) layers, a few MB each. */
+async function largeArchive(folder: string): Promise<string> {
+  const images = ["one", "two", "three"].map((name) => {
+    const spec: ImageSpec = {
+      repoTags: [`example/${name}:1.0`],
+      layers: [
+        { files: { [`opt/${name}/a.bin`]: randomBytes(6 * 1024 * 1024) } },
+        { files: { [`opt/${name}/b.bin`]: randomBytes(6 * 1024 * 1024) } },
+      ],
+    };
+    return {
+      path: `images/${name}.tar`,
+      body: dockerSaveTarball([spec], { format: "legacy" }),
+    };
+  });
+  const path = join(folder, "large.tgz");
+  await writeFile(path, ppaArchive({ images }));
+  return path;
+}
+
+/**
+ * Runs an import and sends SIGINT as soon as its progress shows the given
+ * text. Resolves with the exit code and output.
+ */
+function interruptAt(
+  args: string[],
+  cwd: string,
+  text: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      [join(repoRoot, "bin/ppa-load.js"), ...args],
+      { cwd, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let stdout = "";
+    let stderr = "";
+    let sent = false;
+    child.stdout.on("data", (chunk) => (stdout += chunk));
+    child.stderr.on("data", (chunk) => {
+      stderr += chunk;
+      if (!sent && stderr.includes(text)) {
+        sent = true;
+        child.kill("SIGINT");
+      }
+    });
+    child.on("error", reject);
+    child.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe.skipIf(env === undefined)("interrupted import", () => {
+  const registry = new RegistryReader(env?.registry ?? "");
+
+  it.each(["reading", "pushing"])(
+    "stops cleanly while %s and finishes on a re-run",
+    async (phase) => {
+      const folder = await mkdtemp(join(tmpdir(), "ppa-load-interrupt-"));
+      const archive = await largeArchive(folder);
+      const temp = join(folder, "temp");
+      await mkdir(temp);
+      const namespace = uniqueNamespace(`interrupt-${phase}`);
+      const args = [
+        "--archive",
+        archive,
+        "--namespace",
+        namespace,
+        "--registry",
+        env!.registry,
+        "--temp-dir",
+        temp,
+        "--concurrency",
+        "1",
+      ];
+
+      const stopped = await interruptAt(args, folder, phase);
+
+      expect(stopped.code, stopped.stderr).toBe(130);
+      expect(stopped.stderr).toContain("SIGINT: stopping");
+      expect(await readdir(temp)).toEqual([]);
+      const outputs = await readdir(join(folder, "ppa-import")).catch(() => []);
+      expect(outputs.filter((name) => name.startsWith(".staging"))).toEqual([]);
+      for (const repository of await registry.repositories(namespace)) {
+        for (const tag of await registry.tags(repository)) {
+          const manifest = await registry.manifest(repository, tag);
+          for (const layer of manifest?.json.layers ?? []) {
+            expect(
+              await registry.hasBlob(repository, layer.digest),
+              `${repository}:${tag} ${layer.digest}`,
+            ).toBe(true);
+          }
+        }
+      }
+
+      const again = await runCli(args, { cwd: folder });
+
+      expect(again.code, again.stderr).toBe(0);
+      for (const name of ["one", "two", "three"]) {
+        expect(await registry.tags(`${namespace}/example/${name}`)).toEqual([
+          "1.0",
+        ]);
+      }
+    },
+    180_000,
+  );
+});
