@@ -51,6 +51,8 @@ export interface PlannedReference {
   image: SavedImage;
   platform: Platform;
   target: PublishTarget;
+  /** The manifest's `pull-repository`: the name the image was pulled from. */
+  pullRepository?: string;
 }
 
 export interface PlannedList {
@@ -276,6 +278,7 @@ function planReference(
       image: found.image,
       platform: ref.platform ?? found.image.platform,
       target: target(input, ref.repository, ref.tag),
+      ...(ref.pullRepository ? { pullRepository: ref.pullRepository } : {}),
     });
   }
   planned.set(ref, result);
