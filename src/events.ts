@@ -46,8 +46,18 @@ export interface PublishedList {
 }
 
 export interface WrittenChart {
+  /** The chart's entry in the archive. */
   entry: string;
+  /** Where the chart was written: rewritten charts are named `NAME-VERSION.tgz`. */
   path: string;
+  /** Each values key that was rewritten, in the file that holds it. */
+  changes?: { file: string; key: string; from: string | null; to: string }[];
+  /** Where the original chart was kept, when asked to keep it. */
+  original?: string;
+  /** The ChartMuseum upload: `exists` when the server already had this version. */
+  chartMuseum?: { status: "uploaded" | "exists" | "replaced"; url: string };
+  /** The OCI reference and manifest digest the chart was pushed to. */
+  oci?: { reference: string; digest: string };
 }
 
 export interface Failure {

@@ -14,9 +14,17 @@ import {
   type LayerBlob,
   LayerStore,
 } from "./blobs/layer-store.js";
+import { chartMuseumUrls } from "./charts/chartmuseum.js";
+import { parseChartRegistry } from "./charts/oci-chart.js";
+import { type ChartPublishOptions, publishCharts } from "./charts/publish.js";
 import { ChartStager } from "./charts/stage.js";
-import { PpaLoadError } from "./errors.js";
-import type { EventListener, ImportEvent, ImportResult } from "./events.js";
+import { PpaLoadError, errorMessage } from "./errors.js";
+import type {
+  EventListener,
+  Failure,
+  ImportEvent,
+  ImportResult,
+} from "./events.js";
 import type { Plan } from "./plan.js";
 import { DockerEngine } from "./publish/docker-engine.js";
 import {
@@ -68,6 +76,23 @@ export interface ImportOptions {
   chunkSize?: number;
   /** Folder for temporary layer files; the system's temporary folder by default. */
   tempDir?: string;
+  /** Rewrite the values keys the manifest lists to what was published; `true` by default. */
+  rewriteValues?: boolean;
+  /** Keep each original chart in `charts/original/` when its values were rewritten. */
+  keepOriginalCharts?: boolean;
+  /** Upload each chart to a ChartMuseum server. */
+  chartMuseum?: {
+    /** Root URL of the server, with its context path. */
+    uri: string;
+    username?: string;
+    password?: string;
+    /** Bearer token, in place of a user and password. */
+    token?: string;
+    /** Replace chart versions the server already has. */
+    force?: boolean;
+  };
+  /** Push each chart to `oci://HOST[:PORT]/PATH`, as `helm push` does. */
+  chartRegistry?: string;
   onEvent?: EventListener;
   signal?: AbortSignal;
 }
@@ -120,6 +145,12 @@ function checkOptions(options: ImportOptions): void {
     problems.push(
       `invalid namespace "${options.namespace ?? ""}": ${namespaceProblem}`,
     );
+  try {
+    if (options.chartRegistry) parseChartRegistry(options.chartRegistry);
+    if (options.chartMuseum) chartMuseumUrls(options.chartMuseum.uri);
+  } catch (error) {
+    problems.push(errorMessage(error));
+  }
   if (problems.length > 0) {
     throw new PpaLoadError("USAGE", problems.join("; "), { problems });
   }
@@ -142,6 +173,52 @@ async function resolveCredentials(
     };
   }
   return findCredentials(options.registry, options.dockerConfigDir);
+}
+
+/**
+ * Gathers what the chart step needs: the registry the images went to, the
+ * ChartMuseum server, and a client for the chart registry (the images'
+ * client when the host is the same).
+ */
+async function chartOptions(
+  options: ImportOptions,
+  client: RegistryClient | undefined,
+  credentials: Credentials | undefined,
+): Promise<ChartPublishOptions> {
+  const chartOptions: ChartPublishOptions = {
+    rewriteValues: options.rewriteValues ?? true,
+    keepOriginal: options.keepOriginalCharts ?? false,
+    images: isRegistry(options.registry)
+      ? { registry: options.registry, namespace: options.namespace }
+      : undefined,
+    signal: options.signal,
+  };
+  if (options.chartMuseum) {
+    chartOptions.chartMuseum = {
+      ...options.chartMuseum,
+      caCert: options.caCert,
+    };
+  }
+  if (options.chartRegistry) {
+    const { registry, repositoryPath } = parseChartRegistry(
+      options.chartRegistry,
+    );
+    let chartClient = client;
+    if (!chartClient || chartClient.registry !== registry) {
+      const chartCredentials =
+        registry === options.registry
+          ? credentials
+          : await findCredentials(registry, options.dockerConfigDir);
+      chartClient = new RegistryClient({
+        registry,
+        scheme: options.insecure ? "http" : undefined,
+        credentials: chartCredentials,
+        caCert: options.caCert,
+      });
+    }
+    chartOptions.chartRegistry = { client: chartClient, repositoryPath };
+  }
+  return chartOptions;
 }
 
 /** Fails when the output folder exists but is not a folder, before anything is read. */
@@ -333,15 +410,21 @@ export async function importArchive(
       phase: "charts",
       message: `writing ${countOf(plan.charts.length, "chart")} to ${stager.chartsDir}`,
     });
-    try {
-      for (const chart of await stager.commit(plan.charts)) {
-        result.charts.push(chart);
-        emit({ type: "chart-written", chart });
-      }
-    } catch (error) {
-      const failure = failureOf("charts", error);
+    const fail = (failure: Failure) => {
       result.failures.push(failure);
       emit({ type: "failure", failure });
+    };
+    try {
+      const written = await stager.commit(plan.charts);
+      const charts = await publishCharts(
+        written,
+        plan,
+        await chartOptions(options, client, credentials),
+        { emit, warn, fail },
+      );
+      result.charts.push(...charts);
+    } catch (error) {
+      fail(failureOf("charts", error));
     }
   } finally {
     await stager.cleanup();

@@ -29,6 +29,15 @@ interface ImportFlags {
   concurrency?: number;
   chunkSize?: number;
   tempDir?: string;
+  rewriteValues: boolean;
+  keepOriginalCharts?: boolean;
+  chartmuseumUri?: string;
+  chartmuseumUser?: string;
+  chartmuseumPassword?: string;
+  chartmuseumPasswordStdin?: boolean;
+  chartmuseumToken?: string;
+  force?: boolean;
+  chartRegistry?: string;
   quiet?: boolean;
   verbose?: boolean;
 }
@@ -72,14 +81,17 @@ function version(): string {
   return (JSON.parse(readFileSync(url, "utf8")) as { version: string }).version;
 }
 
-async function readPassword(stdin: NodeJS.ReadableStream): Promise<string> {
+async function readPassword(
+  stdin: NodeJS.ReadableStream,
+  option: string,
+): Promise<string> {
   const value = (await text(stdin)).replace(/\r?\n$/, "");
   if (!value) {
     throw new PpaLoadError(
       "USAGE",
-      "--password-stdin was given but standard input was empty",
+      `${option} was given but standard input was empty`,
       {
-        hint: 'pipe the password in, e.g. printf %s "$PASSWORD" | ppa-load ... --password-stdin',
+        hint: `pipe the password in, e.g. printf %s "$PASSWORD" | ppa-load ... ${option}`,
       },
     );
   }
@@ -138,9 +150,21 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
   const controller = new AbortController();
   const removeHandlers = cancelOnSignals(controller, io.stderr);
   try {
+    if (flags.passwordStdin && flags.chartmuseumPasswordStdin) {
+      throw new PpaLoadError(
+        "USAGE",
+        "--password-stdin and --chartmuseum-password-stdin cannot both read standard input",
+        {
+          hint: "give the ChartMuseum password in CHARTMUSEUM_PASSWORD instead",
+        },
+      );
+    }
     const password = flags.passwordStdin
-      ? await readPassword(io.stdin)
+      ? await readPassword(io.stdin, "--password-stdin")
       : undefined;
+    const chartMuseumPassword = flags.chartmuseumPasswordStdin
+      ? await readPassword(io.stdin, "--chartmuseum-password-stdin")
+      : flags.chartmuseumPassword;
     const caCert = flags.caCert ? await readCaCert(flags.caCert) : undefined;
     const result = await importArchive({
       archive: flags.archive,
@@ -157,6 +181,18 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
       concurrency: flags.concurrency,
       chunkSize: flags.chunkSize,
       tempDir: flags.tempDir,
+      rewriteValues: flags.rewriteValues,
+      keepOriginalCharts: flags.keepOriginalCharts,
+      chartMuseum: flags.chartmuseumUri
+        ? {
+            uri: flags.chartmuseumUri,
+            username: flags.chartmuseumUser,
+            password: chartMuseumPassword,
+            token: flags.chartmuseumToken,
+            force: flags.force,
+          }
+        : undefined,
+      chartRegistry: flags.chartRegistry,
       onEvent: renderer.handle,
       signal: controller.signal,
     });
@@ -299,6 +335,43 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
     .option(
       "--temp-dir <dir>",
       "folder for temporary layer files (default: the system's temporary folder)",
+    )
+    .option(
+      "--no-rewrite-values",
+      "write the charts as they came, without pointing their image keys at what was published",
+    )
+    .option(
+      "--keep-original-charts",
+      "keep each chart whose values were rewritten in charts/original/ too",
+    )
+    .option(
+      "--chartmuseum-uri <uri>",
+      "upload each chart to this ChartMuseum server (its root URL, with any context path)",
+    )
+    .option("--chartmuseum-user <user>", "ChartMuseum user for basic auth")
+    .addOption(
+      new Option(
+        "--chartmuseum-password <password>",
+        "ChartMuseum password (prefer CHARTMUSEUM_PASSWORD or --chartmuseum-password-stdin, which keep it out of the process list)",
+      ).env("CHARTMUSEUM_PASSWORD"),
+    )
+    .option(
+      "--chartmuseum-password-stdin",
+      "read the ChartMuseum password from standard input",
+    )
+    .addOption(
+      new Option(
+        "--chartmuseum-token <token>",
+        "ChartMuseum bearer token, in place of a user and password",
+      ).env("CHARTMUSEUM_TOKEN"),
+    )
+    .option(
+      "--force",
+      "replace chart versions that ChartMuseum already has, instead of skipping them",
+    )
+    .option(
+      "--chart-registry <oci://host/path>",
+      "also push each chart to this OCI registry path, as helm push does",
     )
     .option("-q, --quiet", "print only errors and the summary")
     .option("-v, --verbose", "print every registry request")

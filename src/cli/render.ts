@@ -159,7 +159,23 @@ export function formatSummary(result: ImportResult): string {
   }
   if (result.charts.length > 0) {
     lines.push(`Charts:`);
-    for (const chart of result.charts) lines.push(`  ${chart.path}`);
+    for (const chart of result.charts) {
+      lines.push(`  ${chart.path}`);
+      for (const change of chart.changes ?? []) {
+        lines.push(
+          `    ${change.key}: ${change.from ?? "(empty)"} -> ${change.to}${change.file.endsWith("/values.yaml") && change.file.split("/").length > 2 ? ` (${change.file})` : ""}`,
+        );
+      }
+      if (chart.original) lines.push(`    original kept at ${chart.original}`);
+      if (chart.chartMuseum) {
+        lines.push(
+          `    ChartMuseum: ${chart.chartMuseum.status === "exists" ? "already there, not uploaded" : chart.chartMuseum.status} ${chart.chartMuseum.url}`,
+        );
+      }
+      if (chart.oci) {
+        lines.push(`    OCI: ${chart.oci.reference} ${chart.oci.digest}`);
+      }
+    }
   }
   if (result.skipped.length > 0) {
     lines.push(`Skipped:`);

@@ -137,16 +137,44 @@ describe.skipIf(!ready).each(paths)("import of the corpus $name", (path) => {
       expect(baseLayers.size).toBe(1);
     });
 
-    it("writes the chart to ppa-import/charts unchanged", async () => {
+    it("points the chart's image keys at the published lists", async () => {
+      const chart = join(
+        first.cwd,
+        "ppa-import/charts/ibm-minio-objectstore-2.4.7.tgz",
+      );
+      const values = (
+        await readEntry(chart, "ibm-minio-objectstore/values.yaml")
+      ).toString();
+
+      expect(values).toMatch(
+        new RegExp(
+          `\\n  repository: ${env!.registry}/${namespace}/ibmcom/minio\\n`,
+        ),
+      );
+      expect(values).toMatch(
+        new RegExp(
+          `\\n  repository: ${env!.registry}/${namespace}/ibmcom/minio-mc\\n`,
+        ),
+      );
+      expect(first.stdout).toContain(
+        `image.repository: ibmcom/minio -> ${env!.registry}/${namespace}/ibmcom/minio`,
+      );
+    });
+
+    it("keeps the chart as it came with --no-rewrite-values", async () => {
+      const run = await importCorpus(minio, uniqueNamespace("minio-keep"), [
+        "--no-rewrite-values",
+      ]);
       const written = await readFile(
-        join(first.cwd, "ppa-import/charts/ibm-minio-objectstore-2.4.7.tgz"),
+        join(run.cwd, "ppa-import/charts/ibm-minio-objectstore-2.4.7.tgz"),
       );
       const original = await readEntry(
         join(corpusDir, minio),
         "charts/ibm-minio-objectstore-2.4.7.tgz",
       );
+      expect(run.code, run.stderr).toBe(0);
       expect(written.equals(original)).toBe(true);
-    });
+    }, 180_000);
 
     it("leaves the same registry state when run again", async () => {
       const before = await registry.manifest(
@@ -206,11 +234,19 @@ describe.skipIf(!ready).each(paths)("import of the corpus $name", (path) => {
       expect(list?.json.manifests[0].digest).toBe(image?.digest);
     });
 
-    it("writes the chart", async () => {
-      const written = await readFile(
-        join(run.cwd, "ppa-import/charts/ibm-mqadvanced-server-dev-6.0.0.tgz"),
+    it("writes the chart with image.repository rewritten", async () => {
+      const values = (
+        await readEntry(
+          join(
+            run.cwd,
+            "ppa-import/charts/ibm-mqadvanced-server-dev-6.0.0.tgz",
+          ),
+          "ibm-mqadvanced-server-dev/values.yaml",
+        )
+      ).toString();
+      expect(values).toContain(
+        `  repository: ${env!.registry}/${namespace}/ibmcom/mq\n`,
       );
-      expect(written.length).toBeGreaterThan(0);
     });
   });
 
