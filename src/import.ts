@@ -76,6 +76,8 @@ export interface ImportOptions {
   chunkSize?: number;
   /** Folder for temporary layer files; the system's temporary folder by default. */
   tempDir?: string;
+  /** Character that replaces `+` in target tags (`_`, `-` or `.`); without it such tags are an error. */
+  mapPlusInTags?: string;
   /** Rewrite the values keys the manifest lists to what was published; `true` by default. */
   rewriteValues?: boolean;
   /** Keep each original chart in `charts/original/` when its values were rewritten. */
@@ -145,6 +147,12 @@ function checkOptions(options: ImportOptions): void {
     problems.push(
       `invalid namespace "${options.namespace ?? ""}": ${namespaceProblem}`,
     );
+  const plus = options.mapPlusInTags;
+  if (plus !== undefined && !["_", "-", "."].includes(plus)) {
+    problems.push(
+      `invalid --map-plus-in-tags "${plus}": use _, - or ., the characters a tag may contain besides letters and digits`,
+    );
+  }
   try {
     if (options.chartRegistry) parseChartRegistry(options.chartRegistry);
     if (options.chartMuseum) chartMuseumUrls(options.chartMuseum.uri);
@@ -477,6 +485,7 @@ function checkPlan(
     contents,
     isRegistry(options.registry) ? options.registry : "",
     options.namespace,
+    options.mapPlusInTags,
   );
   emit({ type: "plan", plan });
   for (const message of plan.warnings) warn(message);

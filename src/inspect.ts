@@ -1,3 +1,4 @@
+import { PpaLoadError } from "./errors.js";
 import { planImport, readArchive } from "./archive/read.js";
 import type { EventListener } from "./events.js";
 import type { Plan } from "./plan.js";
@@ -8,6 +9,8 @@ export interface InspectOptions {
   /** Registry used to show target names; nothing is contacted. */
   registry?: string;
   namespace?: string;
+  /** Character that replaces `+` in target tags, as for an import. */
+  mapPlusInTags?: string;
   onEvent?: EventListener;
   signal?: AbortSignal;
 }
@@ -26,6 +29,13 @@ export interface InspectResult {
 export async function inspectArchive(
   options: InspectOptions,
 ): Promise<InspectResult> {
+  const plus = options.mapPlusInTags;
+  if (plus !== undefined && !["_", "-", "."].includes(plus)) {
+    throw new PpaLoadError(
+      "USAGE",
+      `invalid --map-plus-in-tags "${plus}": use _, - or .`,
+    );
+  }
   const emit = options.onEvent ?? (() => undefined);
   const contents = await readArchive(options.archive, {
     emit,
@@ -35,6 +45,7 @@ export async function inspectArchive(
     contents,
     options.registry ?? "registry.example.com",
     options.namespace ?? "namespace",
+    options.mapPlusInTags,
   );
   return {
     archive: options.archive,

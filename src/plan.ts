@@ -94,6 +94,12 @@ export interface PlanInput {
   entryPaths?: string[];
   registry: string;
   namespace: string;
+  /**
+   * Character that replaces `+` in target tags, which the reference grammar
+   * does not allow, e.g. `_` to publish `1.0+7` as `1.0_7`. Without it, a
+   * tag with `+` is a plan error.
+   */
+  plusInTags?: string;
 }
 
 /**
@@ -134,8 +140,14 @@ function target(
 ): PublishTarget {
   return {
     repository: `${input.registry ? `${input.registry}/` : ""}${input.namespace}/${stripHost(repository)}`,
-    tag,
+    tag: input.plusInTags ? tag.replaceAll("+", input.plusInTags) : tag,
   };
+}
+
+/** Adds how to publish a tag with `+` to a problem about such a tag. */
+function withPlusHint(problem: string, target: PublishTarget): string {
+  if (!target.tag.includes("+")) return problem;
+  return `${problem}. To publish it, give --map-plus-in-tags _ (or -), which writes ${target.tag.replaceAll("+", "_")}`;
 }
 
 /** Finds the tarball a manifest's `archive` path names, by path, else by file name. */
@@ -498,6 +510,17 @@ function describeList(list: PlannedList): string {
   return `${list.declaredAs.name} (${list.declaredAs.files.join(" and ")})`;
 }
 
+/** Warns about each target tag that differs from its source because `+` was replaced. */
+function reportMappedTags(plan: Plan): void {
+  for (const item of [...plan.references, ...plan.lists]) {
+    const sourceTag = item.source.slice(item.source.lastIndexOf(":") + 1);
+    if (!sourceTag.includes("+") || sourceTag === item.target.tag) continue;
+    plan.warnings.push(
+      `${item.source} is published with the tag ${item.target.tag}, because --map-plus-in-tags replaces + in tags`,
+    );
+  }
+}
+
 function checkTargets(plan: Plan): void {
   const fix = plan.references.some((ref) => ref.declaredAs)
     ? "Correct the manifest so that each name maps to one image."
@@ -507,7 +530,9 @@ function checkTargets(plan: Plan): void {
     const text = targetText(ref.target);
     const problem = checkReference(text);
     if (problem)
-      plan.errors.push(`cannot publish ${ref.source} as ${text}: ${problem}`);
+      plan.errors.push(
+        `cannot publish ${ref.source} as ${text}: ${withPlusHint(problem, ref.target)}`,
+      );
     const other = seen.get(text);
     if (!other) {
       seen.set(text, ref);
@@ -528,7 +553,7 @@ function checkTargets(plan: Plan): void {
     const problem = checkReference(text);
     if (problem)
       plan.errors.push(
-        `cannot publish the manifest list ${list.source} as ${text}: ${problem}`,
+        `cannot publish the manifest list ${list.source} as ${text}: ${withPlusHint(problem, list.target)}`,
       );
     if (seen.has(text)) {
       plan.errors.push(
@@ -658,6 +683,7 @@ export function buildPlan(input: PlanInput): Plan {
   }
   planCharts(input, plan);
   reportUnpublished(input, plan);
+  if (input.plusInTags) reportMappedTags(plan);
   checkTargets(plan);
   return plan;
 }

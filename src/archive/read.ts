@@ -226,6 +226,7 @@ export function planImport(
   contents: ArchiveContents,
   registry: string,
   namespace: string,
+  plusInTags?: string,
 ): Plan {
   let manifest: PublishManifest | undefined;
   const problems = [...contents.manifestProblems];
@@ -239,6 +240,7 @@ export function planImport(
     registry,
     namespace,
     entryPaths: contents.entryPaths,
+    plusInTags,
   });
   plan.errors.unshift(...problems);
   return plan;

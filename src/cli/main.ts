@@ -38,6 +38,7 @@ interface ImportFlags {
   chartmuseumToken?: string;
   force?: boolean;
   chartRegistry?: string;
+  mapPlusInTags?: string;
   quiet?: boolean;
   verbose?: boolean;
 }
@@ -193,6 +194,7 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
           }
         : undefined,
       chartRegistry: flags.chartRegistry,
+      mapPlusInTags: flags.mapPlusInTags,
       onEvent: renderer.handle,
       signal: controller.signal,
     });
@@ -217,7 +219,12 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
 }
 
 async function runInspect(
-  flags: { archive: string; namespace?: string; registry?: string },
+  flags: {
+    archive: string;
+    namespace?: string;
+    registry?: string;
+    mapPlusInTags?: string;
+  },
   io: CliIO,
 ): Promise<number> {
   try {
@@ -337,6 +344,10 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
       "folder for temporary layer files (default: the system's temporary folder)",
     )
     .option(
+      "--map-plus-in-tags <char>",
+      "publish tags with + (semver build metadata), which registries reject, with + replaced by _, - or .",
+    )
+    .option(
       "--no-rewrite-values",
       "write the charts as they came, without pointing their image keys at what was published",
     )
@@ -393,6 +404,10 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
         "--registry <host[:port]>",
         "registry to show in target names",
       ).env("PPA_LOAD_REGISTRY"),
+    )
+    .option(
+      "--map-plus-in-tags <char>",
+      "show tags with + replaced by _, - or ., as an import with this option publishes them",
     )
     .action(async (flags) => setExit(await runInspect(flags, io)));
 

@@ -718,3 +718,59 @@ describe("buildPlan with an empty manifest", () => {
     expect(plan.references).toHaveLength(1);
   });
 });
+
+describe("tags with +", () => {
+  const plusYaml = `
+images:
+- image: example/app:1.0+7
+  references:
+  - repository: example/app-amd64:1.0+7
+    platform: {os: linux, architecture: amd64}
+`;
+  const plusTarball = tarball(
+    "images/a.tar",
+    image(["example/app-amd64:1.0+7"]),
+  );
+
+  it("fails with the option that publishes them", () => {
+    const plan = buildPlan(input({ yaml: plusYaml, tarballs: [plusTarball] }));
+
+    expect(plan.errors).toHaveLength(2);
+    expect(plan.errors[0]).toContain(
+      "cannot publish example/app-amd64:1.0+7 as r.example:5000/ns/example/app-amd64:1.0+7",
+    );
+    expect(plan.errors[0]).toContain(
+      "give --map-plus-in-tags _ (or -), which writes 1.0_7",
+    );
+  });
+
+  it("replaces + and says so", () => {
+    const plan = buildPlan(
+      input({ yaml: plusYaml, tarballs: [plusTarball], plusInTags: "_" }),
+    );
+
+    expect(plan.errors).toEqual([]);
+    expect(plan.references[0].target.tag).toBe("1.0_7");
+    expect(plan.lists[0].target.tag).toBe("1.0_7");
+    expect(plan.warnings).toContain(
+      "example/app-amd64:1.0+7 is published with the tag 1.0_7, because --map-plus-in-tags replaces + in tags",
+    );
+  });
+
+  it("rejects a mapped tag that meets another tag", () => {
+    const plan = buildPlan(
+      input({
+        tarballs: [
+          tarball("images/a.tar", image(["example/app:1.0+7"])),
+          tarball("images/b.tar", image(["example/app:1.0_7"])),
+        ],
+        plusInTags: "_",
+      }),
+    );
+
+    expect(plan.errors).toHaveLength(1);
+    expect(plan.errors[0]).toContain(
+      "would both be published as r.example:5000/ns/example/app:1.0_7, but they are different images",
+    );
+  });
+});
