@@ -202,9 +202,33 @@ export class ImageTarballInspector {
     if (!manifest && !index) throw this.#notAnImageTarball();
     if (manifest) {
       const images = this.#legacyImages(manifest);
+      if (index) this.#checkIndexAgrees(images, index);
       return { format: index ? "oci" : "docker-legacy", images };
     }
     return { format: "oci", images: this.#ociImages(index!) };
+  }
+
+  /**
+   * Fails when index.json names other images than manifest.json, as a
+   * tarball assembled from two saves would. An index that lists no images
+   * (`manifests` null, as some tools write) defers to manifest.json.
+   */
+  #checkIndexAgrees(images: SavedImage[], index: Buffer): void {
+    let indexed: SavedImage[];
+    try {
+      indexed = this.#ociImages(index);
+    } catch {
+      return;
+    }
+    const ids = (list: SavedImage[]) =>
+      [...new Set(list.map((image) => image.imageId))].sort();
+    const fromManifest = ids(images);
+    const fromIndex = ids(indexed);
+    if (fromManifest.join() === fromIndex.join()) return;
+    throw this.#invalid(
+      `manifest.json and index.json describe different images (manifest.json: ${fromManifest.join(", ")}; index.json: ${fromIndex.join(", ")})`,
+      "the tarball was assembled from different saves; save the image again with docker save",
+    );
   }
 
   #invalid(message: string, hint?: string): PpaLoadError {

@@ -1,0 +1,142 @@
+import { Parser } from "tar";
+import { describe, expect, it } from "vitest";
+
+import { ImageTarballInspector } from "../../src/archive/image-tarball.js";
+import {
+  describeImage,
+  dockerSaveTarball,
+  tarEntries,
+  type ImageSpec,
+  type TarEntry,
+} from "../../testdata/generate.js";
+
+/** Lists the file entries of a tar held in memory, with their bodies. */
+async function entriesOf(tar: Buffer): Promise<TarEntry[]> {
+  const entries: TarEntry[] = [];
+  const parser = new Parser({
+    onReadEntry: (entry) => {
+      const chunks: Buffer[] = [];
+      entry.on("data", (chunk: Buffer) => chunks.push(chunk));
+      entry.on("end", () =>
+        entries.push({
+          path: entry.path,
+          type: entry.type === "Directory" ? "directory" : "file",
+          body: Buffer.concat(chunks),
+        }),
+      );
+    },
+  });
+  await new Promise<void>((resolve) => {
+    parser.on("end", resolve);
+    parser.end(tar);
+  });
+  return entries;
+}
+
+async function inspect(tar: Buffer, path = "images/x.tar") {
+  const inspector = new ImageTarballInspector(path);
+  inspector.write(tar);
+  await inspector.end();
+  return inspector.result();
+}
+
+const web: ImageSpec = {
+  repoTags: ["example/web:1.0"],
+  layers: [{ files: { "srv/web": "web\n" } }],
+};
+const worker: ImageSpec = {
+  repoTags: ["example/worker:1.0"],
+  layers: [{ files: { "srv/worker": "worker\n" } }],
+  architecture: "arm64",
+  variant: "v8",
+};
+
+describe("ImageTarballInspector", () => {
+  it("reads a legacy save", async () => {
+    const contents = await inspect(
+      dockerSaveTarball([web], { format: "legacy" }),
+    );
+
+    expect(contents.format).toBe("docker-legacy");
+    expect(contents.images).toHaveLength(1);
+    expect(contents.images[0].imageId).toBe(describeImage(web).imageId);
+    expect(contents.images[0].repoTags).toEqual(["example/web:1.0"]);
+    expect(contents.images[0].diffIds).toEqual(describeImage(web).diffIds);
+  });
+
+  it("reads an OCI save with its platform", async () => {
+    const contents = await inspect(
+      dockerSaveTarball([worker], { format: "oci" }),
+    );
+
+    expect(contents.format).toBe("oci");
+    expect(contents.images[0].platform).toEqual({
+      os: "linux",
+      architecture: "arm64",
+      variant: "v8",
+    });
+    expect(contents.images[0].repoTags).toEqual(["example/worker:1.0"]);
+  });
+
+  it("reads several images of one tarball", async () => {
+    const contents = await inspect(
+      dockerSaveTarball([web, worker], { format: "legacy" }),
+    );
+
+    expect(contents.images.map((image) => image.repoTags)).toEqual([
+      ["example/web:1.0"],
+      ["example/worker:1.0"],
+    ]);
+  });
+
+  it("rejects an index.json that disagrees with manifest.json", async () => {
+    const webEntries = await entriesOf(
+      dockerSaveTarball([web], { format: "oci" }),
+    );
+    const workerEntries = await entriesOf(
+      dockerSaveTarball([worker], { format: "oci" }),
+    );
+    const mixed = [
+      ...webEntries.filter((entry) => entry.path !== "manifest.json"),
+      ...workerEntries.filter(
+        (entry) =>
+          entry.path.startsWith("blobs/sha256/") ||
+          entry.path === "manifest.json",
+      ),
+    ];
+
+    await expect(inspect(tarEntries(mixed))).rejects.toThrow(
+      /images\/x\.tar: manifest\.json and index\.json describe different images/,
+    );
+  });
+
+  it("uses manifest.json when index.json lists no images", async () => {
+    const entries = await entriesOf(
+      dockerSaveTarball([web], { format: "oci" }),
+    );
+    const patched = entries.map((entry) =>
+      entry.path === "index.json"
+        ? {
+            ...entry,
+            body: JSON.stringify({ schemaVersion: 2, manifests: null }),
+          }
+        : entry,
+    );
+
+    const contents = await inspect(tarEntries(patched));
+
+    expect(contents.images[0].repoTags).toEqual(["example/web:1.0"]);
+  });
+
+  it("says a docker export is not a saved image", async () => {
+    const rootfs = tarEntries([
+      { path: "etc/", type: "directory" },
+      { path: "etc/passwd", body: "root:x:0:0::/root:/bin/sh\n" },
+      { path: "bin/sh", body: "#!" },
+    ]);
+
+    await expect(inspect(rootfs)).rejects.toThrow(
+      /is a root file system \(docker export output\)/,
+    );
+  });
+});
