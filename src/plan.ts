@@ -28,6 +28,8 @@ export interface TarballRecord {
 export interface ChartRecord {
   entry: string;
   fileName: string;
+  /** Why the entry is not a Helm chart this tool can read, when it is not. */
+  problem?: string;
 }
 
 export interface PublishTarget {
@@ -446,11 +448,17 @@ function planCharts(input: PlanInput, plan: Plan): void {
       continue;
     }
     used.add(chart.entry);
+    if (chart.problem) {
+      plan.errors.push(chart.problem);
+      continue;
+    }
     plan.charts.push({ entry: chart.entry, fileName: chart.fileName, spec });
   }
   for (const chart of records) {
     if (used.has(chart.entry)) continue;
-    if (specs.length > 0) {
+    if (chart.problem) {
+      plan.warnings.push(`${chart.problem}; writing it as it is`);
+    } else if (specs.length > 0) {
       plan.warnings.push(
         `${chart.entry} is not named by the manifest; writing it as it is`,
       );

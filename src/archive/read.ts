@@ -17,6 +17,7 @@ import {
   type TarballRecord,
   buildPlan,
 } from "../plan.js";
+import { readChartMetadata } from "../charts/oci-chart.js";
 import { checkReference } from "../reference.js";
 import { tarBytes } from "./decompress.js";
 import {
@@ -213,13 +214,28 @@ async function stageChart(
     });
     return { entry: entry.path, fileName: "" };
   }
-  if (handlers.stager) {
-    await handlers.stager.stage(entry, fileName);
-  } else {
-    entry.skip();
+  if (entry.size > chartCheckLimit) {
+    // Too large to read into memory for a check; it is copied as it is.
+    if (handlers.stager) await handlers.stager.stage(entry, fileName);
+    else entry.skip();
+    return { entry: entry.path, fileName };
   }
-  return { entry: entry.path, fileName };
+  const chunks: Buffer[] = [];
+  for await (const chunk of entry.body) chunks.push(chunk as Buffer);
+  const bytes = Buffer.concat(chunks);
+  const record: ChartRecord = { entry: entry.path, fileName };
+  try {
+    await readChartMetadata(bytes, `the chart ${entry.path}`);
+  } catch (error) {
+    const hint = error instanceof PpaLoadError ? error.hint : undefined;
+    record.problem = `${errorMessage(error)}${hint ? `; ${hint}` : ""}`;
+  }
+  await handlers.stager?.stageBytes(entry.path, bytes);
+  return record;
 }
+
+/** Charts up to this size are read into memory and checked before anything is published. */
+const chartCheckLimit = 64 * 1024 * 1024;
 
 /** Builds the plan from what was read, or throws with every problem found. */
 export function planImport(

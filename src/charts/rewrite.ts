@@ -243,9 +243,12 @@ function gzipChart(tar: Buffer): Buffer {
 // The chart's files
 // ---------------------------------------------------------------------------
 
-/** Returns the path Helm reads an entry as, without a leading `./`. */
+/**
+ * Returns the path Helm reads an entry as: without a leading `./`, and with
+ * backslashes as separators, as Helm's loader reads archives made on Windows.
+ */
 function normalizedPath(path: string): string {
-  return path.replace(/^(\.\/)+/, "");
+  return path.replace(/\\/g, "/").replace(/^(\.\/)+/, "");
 }
 
 class ChartFiles {

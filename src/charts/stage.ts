@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { createWriteStream } from "node:fs";
-import { mkdir, rename, rm } from "node:fs/promises";
+import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { join, resolve, sep } from "node:path";
 import { pipeline } from "node:stream/promises";
 
@@ -59,6 +59,14 @@ export class ChartStager {
       this.outputDir,
       `.staging-${randomBytes(6).toString("hex")}`,
     );
+  }
+
+  /** Writes a chart entry's bytes, read already, to a staging file of its own. */
+  async stageBytes(entryPath: string, bytes: Buffer): Promise<void> {
+    await mkdir(this.#stagingDir, { recursive: true });
+    const path = join(this.#stagingDir, `${this.#count++}`);
+    await writeFile(path, bytes);
+    this.#staged.set(entryPath, path);
   }
 
   /**

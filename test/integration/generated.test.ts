@@ -2,6 +2,7 @@ import { mkdtemp, readFile, readdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { gzipSync } from "node:zlib";
 import { beforeAll, describe, expect, it } from "vitest";
 
 import {
@@ -9,8 +10,11 @@ import {
   dockerSaveTarball,
   helmChart,
   ppaArchive,
+  tarEntries,
   type ImageSpec,
+  type TarEntry,
 } from "../../testdata/generate.js";
+import { readEntry } from "../helpers/archive.js";
 import { runCli, type CliRun } from "../helpers/cli.js";
 import { services, uniqueNamespace } from "../helpers/environment.js";
 import { RegistryReader } from "../helpers/registry.js";
@@ -311,6 +315,82 @@ describe.skipIf(env === undefined)("import of generated archives", () => {
       );
       const written = await readdir(run.cwd, { recursive: true });
       expect(written.sort()).toEqual(["ppa-import", "ppa-import/charts"]);
+    }, 180_000);
+  });
+
+  describe("chart archives", () => {
+    const manifestYaml = [
+      "images:",
+      "  - image: example/chart-app:1.0",
+      "    references:",
+      "      - repository: example/chart-app:1.0",
+      "charts:",
+      "  - archive: charts/app-1.0.0.tgz",
+      "    repository-keys:",
+      "      - image.repository",
+      "",
+    ].join("\n");
+    const values = "image:\n  # the image\n  repository: example/chart-app\n";
+    const chartYaml = "apiVersion: v2\nname: app\nversion: 1.0.0\n";
+
+    async function archiveWithChart(name: string, entries: TarEntry[]) {
+      const image: ImageSpec = {
+        repoTags: ["example/chart-app:1.0"],
+        layers: [layer("chart-app")],
+      };
+      return scratchArchive(
+        name,
+        ppaArchive({
+          manifestYaml,
+          images: [
+            {
+              path: "images/app.tar",
+              body: dockerSaveTarball([image], { format: "legacy" }),
+            },
+          ],
+          charts: [
+            {
+              path: "charts/app-1.0.0.tgz",
+              body: gzipSync(tarEntries(entries)),
+            },
+          ],
+        }),
+      );
+    }
+
+    it("pushes nothing when a named chart has no top folder", async () => {
+      const namespace = uniqueNamespace("chart-no-top");
+      const archive = await archiveWithChart("no-top.tgz", [
+        { path: "Chart.yaml", body: chartYaml },
+        { path: "values.yaml", body: values },
+      ]);
+
+      const run = await importFile(archive, namespace);
+
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain(
+        "the chart charts/app-1.0.0.tgz has Chart.yaml outside a chart folder",
+      );
+      expect(await registry.repositories(namespace)).toEqual([]);
+    }, 180_000);
+
+    it("rewrites a chart whose entries use backslashes", async () => {
+      const namespace = uniqueNamespace("chart-backslash");
+      const archive = await archiveWithChart("backslash.tgz", [
+        { path: "app\\Chart.yaml", body: chartYaml },
+        { path: "app\\values.yaml", body: values },
+      ]);
+
+      const run = await importFile(archive, namespace);
+
+      expect(run.code, run.stderr).toBe(0);
+      const written = await readEntry(
+        join(run.cwd, "ppa-import/charts/app-1.0.0.tgz"),
+        "app\\values.yaml",
+      );
+      expect(written.toString()).toBe(
+        `image:\n  # the image\n  repository: ${env!.registry}/${namespace}/example/chart-app\n`,
+      );
     }, 180_000);
   });
 
