@@ -78,6 +78,17 @@ export interface ImportResult {
   skipped: SkippedItem[];
   warnings: string[];
   failures: Failure[];
+  /**
+   * What the direct path did for each blob a repository needed: uploaded it,
+   * mounted it from another repository, or found it there already. All zero
+   * with `docker: true`, where the engine pushes.
+   */
+  blobs: {
+    uploaded: number;
+    mounted: number;
+    existing: number;
+    bytesUploaded: number;
+  };
   /** Wall time of the import in milliseconds. */
   durationMs: number;
 }

@@ -257,6 +257,7 @@ function emptyResult(options: ImportOptions, registry: string): ImportResult {
     skipped: [],
     warnings: [],
     failures: [],
+    blobs: { uploaded: 0, mounted: 0, existing: 0, bytesUploaded: 0 },
     durationMs: 0,
   };
 }

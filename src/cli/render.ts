@@ -149,6 +149,12 @@ export function formatSummary(result: ImportResult): string {
       );
     }
   }
+  const { uploaded, mounted, existing, bytesUploaded } = result.blobs;
+  if (uploaded + mounted + existing > 0) {
+    lines.push(
+      `Blobs: ${uploaded} uploaded (${formatSize(bytesUploaded)}), ${mounted} mounted from another repository, ${existing} already there`,
+    );
+  }
   if (result.lists.length > 0) {
     lines.push(`Manifest lists:`);
     for (const list of result.lists) {

@@ -301,12 +301,21 @@ export class DirectPublisher {
 
   async #put(repository: string, blob: BlobSource): Promise<void> {
     const holders = [...(this.#placed.get(blob.digest) ?? [])];
-    await this.#limiter.run(() =>
+    const outcome = await this.#limiter.run(() =>
       this.#context.target.putBlob(repository, blob, {
         mountFrom: holders,
         signal: this.#context.signal,
       }),
     );
+    const counts = this.#context.result.blobs;
+    if (outcome === "uploaded") {
+      counts.uploaded += 1;
+      counts.bytesUploaded += blob.size;
+    } else if (outcome === "mounted") {
+      counts.mounted += 1;
+    } else {
+      counts.existing += 1;
+    }
     let set = this.#placed.get(blob.digest);
     if (!set) {
       set = new Set();

@@ -185,6 +185,13 @@ describe.skipIf(!ready).each(paths)("import of the corpus $name", (path) => {
       const again = await importCorpus(minio, namespace);
 
       expect(again.code).toBe(0);
+      if (path.options.length === 0) {
+        // Six configs, six top layers and the shared base layer, once each.
+        expect(first.stdout).toContain("Blobs: 13 uploaded");
+        expect(again.stdout).toContain(
+          "Blobs: 0 uploaded (0 B), 0 mounted from another repository, 32 already there",
+        );
+      }
       const after = await registry.manifest(
         `${namespace}/ibmcom/minio`,
         minioTag,
