@@ -89,6 +89,8 @@ export interface ImportResult {
     existing: number;
     bytesUploaded: number;
   };
+  /** The most bytes of compressed layers held in temporary files at one time. */
+  peakTemporaryBytes: number;
   /** Wall time of the import in milliseconds. */
   durationMs: number;
 }

@@ -25,7 +25,7 @@ import type {
   ImportEvent,
   ImportResult,
 } from "./events.js";
-import type { Plan } from "./plan.js";
+import type { Plan, TarballRecord } from "./plan.js";
 import { DockerEngine } from "./publish/docker-engine.js";
 import {
   failureOf,
@@ -258,6 +258,7 @@ function emptyResult(options: ImportOptions, registry: string): ImportResult {
     warnings: [],
     failures: [],
     blobs: { uploaded: 0, mounted: 0, existing: 0, bytesUploaded: 0 },
+    peakTemporaryBytes: 0,
     durationMs: 0,
   };
 }
@@ -343,14 +344,25 @@ export async function importArchive(
   await target.check();
 
   const stager = new ChartStager(outputDir);
-  // NOTE: compressed layers stay in temporary files until the plan is checked
-  // at the end of the archive, so temporary disk grows with the archive's
-  // unique layers, not only with the layers in flight.
   const layers = new LayerStore({
     tempDir: options.tempDir ?? tmpdir(),
     compression: options.compression ?? "gzip",
     level: options.compressionLevel,
   });
+  const tarballs = new Map<string, TarballBlobs>();
+  const publisher = new DirectPublisher({
+    target,
+    tarballs,
+    concurrency: options.concurrency ?? defaultConcurrency(),
+    format: target.isRemote ? "docker" : "oci",
+    registry: isRegistry(options.registry) ? options.registry : "",
+    result,
+    emit,
+    onFirstPlaced: (blob, repository) =>
+      layers.release(blob, () => target.openBlob(repository, blob.digest)),
+    signal: options.signal,
+  });
+  const staging: Promise<void>[] = [];
   try {
     emit({
       type: "phase",
@@ -380,12 +392,22 @@ export async function importArchive(
           }
         : undefined,
       onTarballRead: (tarball, inspector) => inspectors.set(tarball, inspector),
+      onTarballAdded: direct
+        ? (record, soFar) => {
+            const blobs = layerBlobs.get(record.entry);
+            if (blobs) {
+              staging.push(
+                stageEarly(record, soFar, blobs, publisher, options),
+              );
+            }
+          }
+        : undefined,
     });
+    await Promise.allSettled(staging);
     const plan = checkPlan(contents, options, result, emit, warn);
 
     if (direct) {
       const resolved = await resolveLayers(layerBlobs);
-      const tarballs = new Map<string, TarballBlobs>();
       for (const [tarball, inspector] of inspectors) {
         tarballs.set(tarball, {
           metadata: (path) => inspector.metadata(path),
@@ -394,7 +416,7 @@ export async function importArchive(
         });
       }
       await stopOnAbort(options, result, () =>
-        publishDirect(plan, target, tarballs, options, result, emit),
+        publishDirect(plan, target, publisher, options, result, emit),
       );
     } else {
       await stopOnAbort(options, result, () =>
@@ -436,6 +458,7 @@ export async function importArchive(
       fail(failureOf("charts", error));
     }
   } finally {
+    result.peakTemporaryBytes = layers.peakBytesOnDisk;
     await stager.cleanup();
     await layers.cleanup();
   }
@@ -501,6 +524,44 @@ function checkPlan(
   return plan;
 }
 
+/**
+ * Uploads the layers of a tarball that was just read into the repository
+ * that the manifest read so far publishes it to, while the rest of the
+ * archive is read. The uploaded layers' temporary files are then deleted,
+ * so temporary disk holds only layers not yet published. Nothing is tagged
+ * here: the plan is checked, and manifests are put, once the whole archive
+ * has been read. Without a manifest read before the tarball, its target is
+ * not known yet, and its layers wait on disk until the end.
+ */
+async function stageEarly(
+  record: TarballRecord,
+  soFar: ArchiveContents,
+  blobs: Map<string, Promise<LayerBlob>>,
+  publisher: DirectPublisher,
+  options: ImportOptions,
+): Promise<void> {
+  if (!record.contents || soFar.manifests.length === 0) return;
+  const plan = planImport(
+    soFar,
+    isRegistry(options.registry) ? options.registry : "",
+    options.namespace,
+    options.mapPlusInTags,
+  );
+  const layers = (
+    await Promise.all(
+      [...blobs.values()].map((work) => work.catch(() => undefined)),
+    )
+  ).filter((blob): blob is LayerBlob => blob !== undefined);
+  const repositories = new Set(
+    plan.references
+      .filter((ref) => ref.tarball === record.entry)
+      .map((ref) => ref.target.repository),
+  );
+  // One repository is enough: the others mount from it when they are published.
+  const [first] = repositories;
+  if (first) await publisher.stage(first, layers);
+}
+
 /** Waits for every layer to be stored; a layer that failed is left out, and its image fails later. */
 async function resolveLayers(
   layerBlobs: Map<string, Map<string, Promise<LayerBlob>>>,
@@ -530,21 +591,11 @@ function sortByPlan(plan: Plan, result: ImportResult): void {
 async function publishDirect(
   plan: Plan,
   target: PublishTarget,
-  tarballs: Map<string, TarballBlobs>,
+  publisher: DirectPublisher,
   options: ImportOptions,
   result: ImportResult,
   emit: (event: ImportEvent) => void,
 ): Promise<void> {
-  const publisher = new DirectPublisher({
-    target,
-    tarballs,
-    concurrency: options.concurrency ?? defaultConcurrency(),
-    format: target.isRemote ? "docker" : "oci",
-    registry: isRegistry(options.registry) ? options.registry : "",
-    result,
-    emit,
-    signal: options.signal,
-  });
   emit({
     type: "phase",
     phase: "push",

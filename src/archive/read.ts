@@ -59,6 +59,8 @@ export async function readArchive(
     layerConsumer?: (tarball: string) => LayerConsumer;
     /** Called with the inspector of each image tarball that was read without error. */
     onTarballRead?: (tarball: string, inspector: ImageTarballInspector) => void;
+    /** Called after each image tarball, with what has been read so far. */
+    onTarballAdded?: (record: TarballRecord, contents: ArchiveContents) => void;
     stager?: ChartStager;
     signal?: AbortSignal;
   },
@@ -103,7 +105,11 @@ export async function readArchive(
         }
         break;
       case "image":
-        contents.tarballs.push(await readTarball(entry, handlers));
+        {
+          const record = await readTarball(entry, handlers);
+          contents.tarballs.push(record);
+          handlers.onTarballAdded?.(record, contents);
+        }
         break;
       case "chart":
         contents.charts.push(await stageChart(entry, handlers, contents));

@@ -29,6 +29,8 @@ export interface PublishTarget {
   /** Checks that the target is reachable and writable before anything is published. */
   check(): Promise<void>;
   hasBlob(repository: string, digest: string): Promise<boolean>;
+  /** Opens the bytes of a blob that `repository` holds. */
+  openBlob(repository: string, digest: string): Readable;
   /**
    * Makes the blob available in `repository`. When `mountFrom` names
    * repositories of the same target that already hold the blob, a mount is

@@ -57,6 +57,10 @@ export class LayerStore {
   /** Stored layers by size and the sha256 of their first bytes. */
   readonly #byPrefix = new Map<string, Promise<StoredLayer | undefined>[]>();
   #bytesWritten = 0;
+  #onDisk = 0;
+  #peakOnDisk = 0;
+  /** The temporary file of each blob that still has one. */
+  readonly #files = new WeakMap<BlobSource, string>();
 
   constructor(options: LayerStoreOptions) {
     this.#options = options;
@@ -65,6 +69,11 @@ export class LayerStore {
   /** Bytes written to temporary files so far. */
   get bytesWritten(): number {
     return this.#bytesWritten;
+  }
+
+  /** The most bytes of layer files on disk at one time so far. */
+  get peakBytesOnDisk(): number {
+    return this.#peakOnDisk;
   }
 
   /**
@@ -110,10 +119,31 @@ export class LayerStore {
     return result!.blob;
   }
 
+  /**
+   * Deletes a blob's temporary file once the blob is safe in the target, and
+   * reads it from there when it is needed again. This keeps temporary disk
+   * to the layers not yet published.
+   */
+  async release(blob: BlobSource, reopen: () => Readable): Promise<void> {
+    const file = this.#files.get(blob);
+    if (file === undefined) return;
+    this.#files.delete(blob);
+    this.#onDisk -= blob.size;
+    blob.open = reopen;
+    await rm(file, { force: true });
+  }
+
   /** Removes every temporary file. */
   async cleanup(): Promise<void> {
     if (this.#folder) await rm(this.#folder, { recursive: true, force: true });
     this.#folder = undefined;
+  }
+
+  #track(file: string, blob: LayerBlob): LayerBlob {
+    this.#files.set(blob, file);
+    this.#onDisk += blob.size;
+    this.#peakOnDisk = Math.max(this.#peakOnDisk, this.#onDisk);
+    return blob;
   }
 
   async #newFile(): Promise<string> {
@@ -148,10 +178,13 @@ export class LayerStore {
       const diffId = `sha256:${sourceHash.digest("hex")}`;
       return {
         sourceDigest: diffId,
-        blob: fileBlob(file, output.digest(), output.size(), mediaTypes.gzip, {
-          diffId,
-          stored,
-        }),
+        blob: this.#track(
+          file,
+          fileBlob(file, output.digest(), output.size(), mediaTypes.gzip, {
+            diffId,
+            stored,
+          }),
+        ),
       };
     }
 
@@ -193,10 +226,13 @@ export class LayerStore {
     const digest = output.digest();
     return {
       sourceDigest: stored === "tar" ? diffId! : digest,
-      blob: fileBlob(file, digest, output.size(), mediaTypes[stored], {
-        diffId,
-        stored,
-      }),
+      blob: this.#track(
+        file,
+        fileBlob(file, digest, output.size(), mediaTypes[stored], {
+          diffId,
+          stored,
+        }),
+      ),
     };
   }
 

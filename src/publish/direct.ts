@@ -39,6 +39,8 @@ export interface DirectPublishContext {
   registry: string;
   result: ImportResult;
   emit: (event: ImportEvent) => void;
+  /** Called once per blob, after it first reached a repository of the target. */
+  onFirstPlaced?: (blob: BlobSource, repository: string) => Promise<void>;
   signal?: AbortSignal;
 }
 
@@ -100,6 +102,21 @@ export class DirectPublisher {
   constructor(context: DirectPublishContext) {
     this.#context = context;
     this.#limiter = new Limiter(Math.max(1, context.concurrency));
+  }
+
+  /**
+   * Uploads blobs into a repository ahead of its manifest, while the rest of
+   * the archive is still being read. Failures are left for the publishing
+   * step, which places the same blobs again and reports what fails.
+   */
+  async stage(repository: string, blobs: BlobSource[]): Promise<void> {
+    await Promise.all(
+      blobs.map((blob) =>
+        this.#place(this.#apiRepository(repository), blob).catch(
+          () => undefined,
+        ),
+      ),
+    );
   }
 
   /** Publishes every reference, a few at a time; failures go into the result. */
@@ -320,6 +337,7 @@ export class DirectPublisher {
     if (!set) {
       set = new Set();
       this.#placed.set(blob.digest, set);
+      await this.#context.onFirstPlaced?.(blob, repository);
     }
     set.add(repository);
   }

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import type { Stats } from "node:fs";
+import { type Stats, createReadStream } from "node:fs";
 import {
   type FileHandle,
   mkdir,
@@ -12,7 +12,7 @@ import {
   writeFile,
 } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
-import { Transform } from "node:stream";
+import { type Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
 import type { BlobOutcome, BlobSource, PublishTarget } from "../blobs/blob.js";
@@ -120,6 +120,10 @@ export class OciLayoutTarget implements PublishTarget {
       this.#prepared = undefined;
       throw error;
     }
+  }
+
+  openBlob(_repository: string, digest: string): Readable {
+    return createReadStream(join(this.#blobFolder, digestHex(digest)));
   }
 
   async hasBlob(_repository: string, digest: string): Promise<boolean> {

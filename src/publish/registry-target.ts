@@ -1,3 +1,5 @@
+import { PassThrough, type Readable } from "node:stream";
+
 import type { BlobOutcome, BlobSource, PublishTarget } from "../blobs/blob.js";
 import { PpaLoadError } from "../errors.js";
 import type { RegistryClient } from "../registry/client.js";
@@ -34,6 +36,18 @@ export class RegistryTarget implements PublishTarget {
    */
   async check(): Promise<void> {
     await this.#client.ping();
+  }
+
+  openBlob(repository: string, digest: string): Readable {
+    const output = new PassThrough();
+    this.#client.getBlob(repository, digest).then(
+      (body) => {
+        body.on("error", (error) => output.destroy(error));
+        body.pipe(output);
+      },
+      (error) => output.destroy(error),
+    );
+    return output;
   }
 
   hasBlob(repository: string, digest: string): Promise<boolean> {

@@ -322,6 +322,28 @@ export class RegistryClient {
     return digest;
   }
 
+  /**
+   * Opens a blob's bytes as a stream. Registries may answer with a redirect
+   * to their storage, which is followed.
+   */
+  async getBlob(
+    repository: string,
+    digest: string,
+  ): Promise<NodeJS.ReadableStream> {
+    const path = `/v2/${repository}/blobs/${digest}`;
+    const response = await this.#request(path, {
+      scopes: [`repository:${repository}:pull`],
+    });
+    await this.#expect(response, [200], "GET", path);
+    if (!response.body) {
+      throw new PpaLoadError(
+        "REGISTRY",
+        `${this.registry} answered GET ${path} without a body`,
+      );
+    }
+    return response.body;
+  }
+
   async hasBlob(repository: string, digest: string): Promise<boolean> {
     const path = `/v2/${repository}/blobs/${digest}`;
     const response = await this.#request(path, {

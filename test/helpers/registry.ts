@@ -87,6 +87,20 @@ export class RegistryReader {
     return ((await response.json()) as { tags: string[] | null }).tags ?? [];
   }
 
+  /**
+   * Tags under a namespace, as `REPOSITORY:TAG`. A repository can hold blobs
+   * and no tag, when an import uploaded layers before it found a problem.
+   */
+  async tagged(namespace: string): Promise<string[]> {
+    const found: string[] = [];
+    for (const repository of await this.repositories(namespace)) {
+      for (const tag of await this.tags(repository)) {
+        found.push(`${repository}:${tag}`);
+      }
+    }
+    return found;
+  }
+
   /** Repositories under a namespace, from the catalog, page by page. */
   async repositories(namespace: string): Promise<string[]> {
     const found: string[] = [];

@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { mkdtemp, readFile, readdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -236,7 +237,7 @@ describe.skipIf(env === undefined)("import of generated archives", () => {
 
       expect(run.code).toBe(1);
       expect(run.stderr).toContain("example/absent:2.0");
-      expect(await registry.repositories(namespace)).toEqual([]);
+      expect(await registry.tagged(namespace)).toEqual([]);
     }, 180_000);
 
     it.each([
@@ -278,7 +279,7 @@ describe.skipIf(env === undefined)("import of generated archives", () => {
             ? "images/bad.tar: the Docker Engine cannot load this tarball because it stores the tag example/bad:1.0+build.7, which is invalid"
             : "cannot publish example/bad:1.0+build.7",
         );
-        expect(await registry.repositories(namespace)).toEqual([]);
+        expect(await registry.tagged(namespace)).toEqual([]);
       },
       180_000,
     );
@@ -317,6 +318,54 @@ describe.skipIf(env === undefined)("import of generated archives", () => {
       expect(written.sort()).toEqual(["ppa-import", "ppa-import/charts"]);
     }, 180_000);
   });
+
+  it("writes an OCI layout that skopeo reads when no registry is given", async () => {
+    const cwd = await mkdtemp(join(tmpdir(), "ppa-load-layout-"));
+    const run = await runCli(
+      [
+        "--archive",
+        join(archivesDir, "multiarch-legacy.tgz"),
+        "--namespace",
+        "team",
+      ],
+      { cwd },
+    );
+
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toContain(
+      `Wrote 3 images to the OCI image layout ${join(cwd, "ppa-import/registry")}; nothing was pushed to a registry`,
+    );
+    const layout = join(cwd, "ppa-import/registry");
+    const index = JSON.parse(
+      await readFile(join(layout, "index.json"), "utf8"),
+    );
+    expect(
+      index.manifests
+        .map(
+          (entry: any) =>
+            entry.annotations["org.opencontainers.image.ref.name"],
+        )
+        .sort(),
+    ).toEqual([
+      "team/example/app-amd64:1.0",
+      "team/example/app-arm64:1.0",
+      "team/example/app-s390x:1.0",
+      "team/example/app:1.0",
+    ]);
+    const inspected = execFileSync(
+      "skopeo",
+      [
+        "inspect",
+        "--override-arch",
+        "arm64",
+        "--override-variant",
+        "v8",
+        `oci:${layout}:team/example/app:1.0`,
+      ],
+      { encoding: "utf8" },
+    );
+    expect(JSON.parse(inspected).Architecture).toBe("arm64");
+  }, 180_000);
 
   describe("chart archives", () => {
     const manifestYaml = [
@@ -371,7 +420,7 @@ describe.skipIf(env === undefined)("import of generated archives", () => {
       expect(run.stderr).toContain(
         "the chart charts/app-1.0.0.tgz has Chart.yaml outside a chart folder",
       );
-      expect(await registry.repositories(namespace)).toEqual([]);
+      expect(await registry.tagged(namespace)).toEqual([]);
     }, 180_000);
 
     it("rewrites a chart whose entries use backslashes", async () => {
