@@ -319,10 +319,14 @@ export class DirectPublisher {
   async #put(repository: string, blob: BlobSource): Promise<void> {
     const holders = [...(this.#placed.get(blob.digest) ?? [])];
     const outcome = await this.#limiter.run(() =>
-      this.#context.target.putBlob(repository, blob, {
-        mountFrom: holders,
-        signal: this.#context.signal,
-      }),
+      withRetries(
+        () =>
+          this.#context.target.putBlob(repository, blob, {
+            mountFrom: holders,
+            signal: this.#context.signal,
+          }),
+        this.#context.signal,
+      ),
     );
     const counts = this.#context.result.blobs;
     if (outcome === "uploaded") {
@@ -357,6 +361,50 @@ export class DirectPublisher {
     this.#context.result.failures.push(failure);
     this.#context.emit({ type: "failure", failure });
   }
+}
+
+/** Attempts per blob when the connection fails, as it does when a proxy or registry restarts. */
+const blobAttempts = 3;
+
+/**
+ * Runs a blob placement again, after 1 s and then 2 s, when the connection
+ * failed before the registry answered (reset, refused, timed out). Answers
+ * that the registry gave are retried, where that helps, inside the client.
+ */
+async function withRetries<T>(
+  task: () => Promise<T>,
+  signal: AbortSignal | undefined,
+): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await task();
+    } catch (error) {
+      if (
+        attempt >= blobAttempts ||
+        signal?.aborted ||
+        !isConnectionFailure(error)
+      ) {
+        throw error;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1000 * attempt));
+    }
+  }
+}
+
+function isConnectionFailure(error: unknown): boolean {
+  const codes = new Set([
+    "ECONNRESET",
+    "ECONNREFUSED",
+    "EPIPE",
+    "ETIMEDOUT",
+    "ECONNABORTED",
+  ]);
+  for (let cause = error; cause instanceof Error; cause = cause.cause) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    if (code && codes.has(code)) return true;
+    if (/socket hang up|premature close/i.test(cause.message)) return true;
+  }
+  return false;
 }
 
 function descriptor(blob: { mediaType: string; size: number; digest: string }) {
