@@ -1,4 +1,4 @@
-import { stat } from "node:fs/promises";
+import { readdir, rmdir, stat } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import { resolve } from "node:path";
 
@@ -229,8 +229,11 @@ async function chartOptions(
   return chartOptions;
 }
 
-/** Fails when the output folder exists but is not a folder, before anything is read. */
-async function checkOutputDir(folder: string): Promise<void> {
+/**
+ * Fails when the output folder exists but is not a folder, before anything
+ * is read. Returns whether it existed.
+ */
+async function checkOutputDir(folder: string): Promise<boolean> {
   const found = await stat(folder).catch(() => undefined);
   if (found && !found.isDirectory()) {
     throw new PpaLoadError(
@@ -239,6 +242,13 @@ async function checkOutputDir(folder: string): Promise<void> {
       { hint: "give --output-dir a folder, or a path that does not exist yet" },
     );
   }
+  return found !== undefined;
+}
+
+/** Removes a folder that this import made and left empty. */
+async function removeIfEmpty(folder: string): Promise<void> {
+  const names = await readdir(folder).catch(() => undefined);
+  if (names?.length === 0) await rmdir(folder).catch(() => undefined);
 }
 
 /** Whether the option names a registry rather than an OCI layout. */
@@ -340,8 +350,10 @@ export async function importArchive(
       message: `checking ${target.description}`,
     });
   }
-  await checkOutputDir(outputDir);
-  await target.check();
+  const outputExisted = await checkOutputDir(outputDir);
+  // A registry is checked before the archive is read; an OCI layout is made
+  // at its first write, so a failed import leaves no empty layout behind.
+  if (target.isRemote) await target.check();
 
   const stager = new ChartStager(outputDir);
   const layers = new LayerStore({
@@ -461,6 +473,7 @@ export async function importArchive(
     result.peakTemporaryBytes = layers.peakBytesOnDisk;
     await stager.cleanup();
     await layers.cleanup();
+    if (!outputExisted) await removeIfEmpty(outputDir);
   }
   result.durationMs = Date.now() - started;
   emit({ type: "phase", phase: "done", message: "done" });

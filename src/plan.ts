@@ -149,7 +149,7 @@ function target(
 /** Adds how to publish a tag with `+` to a problem about such a tag. */
 function withPlusHint(problem: string, target: PublishTarget): string {
   if (!target.tag.includes("+")) return problem;
-  return `${problem}. To publish it, give --map-plus-in-tags _ (or -), which writes ${target.tag.replaceAll("+", "_")}`;
+  return `${problem}. To publish it, give --map-plus-in-tags _ (or - or .), which writes ${target.tag.replaceAll("+", "_")}`;
 }
 
 /** Finds the tarball a manifest's `archive` path names, by path, else by file name. */

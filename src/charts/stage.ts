@@ -100,7 +100,7 @@ export class ChartStager {
       }
       byFileName.set(chart.fileName, chart.entry);
     }
-    await mkdir(this.chartsDir, { recursive: true });
+    if (charts.length > 0) await mkdir(this.chartsDir, { recursive: true });
     const written: { entry: string; path: string }[] = [];
     for (const chart of charts) {
       const staged = this.#staged.get(chart.entry);

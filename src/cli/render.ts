@@ -95,7 +95,7 @@ export class ProgressRenderer {
         break;
       case "reference-pushed":
         this.#line(
-          `  pushed ${event.reference.target} ${event.reference.digest}`,
+          `  published ${event.reference.target} ${event.reference.digest}`,
         );
         break;
       case "list-pushed":
@@ -152,7 +152,9 @@ export function formatSummary(result: ImportResult): string {
   const { uploaded, mounted, existing, bytesUploaded } = result.blobs;
   if (uploaded + mounted + existing > 0) {
     lines.push(
-      `Blobs: ${uploaded} uploaded (${formatSize(bytesUploaded)}), ${mounted} mounted from another repository, ${existing} already there`,
+      layout
+        ? `Blobs: ${uploaded} written (${formatSize(bytesUploaded)}), ${existing} already there`
+        : `Blobs: ${uploaded} uploaded (${formatSize(bytesUploaded)}), ${mounted} mounted from another repository, ${existing} already there`,
     );
   }
   if (result.lists.length > 0) {
@@ -196,7 +198,7 @@ export function formatSummary(result: ImportResult): string {
   if (layout && result.published.length > 0) {
     const example = result.lists[0]?.target ?? result.published[0].target;
     lines.push(
-      `To push an image from the layout: skopeo copy --all oci:${layout}:${example} docker://REGISTRY/${example}`,
+      `To push an image from the layout: skopeo copy --all oci:${layout}:${example} docker://REGISTRY/${example} (add --dest-tls-verify=false for a registry that speaks plain HTTP)`,
     );
   }
   if (lines.length === 0)

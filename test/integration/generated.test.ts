@@ -315,7 +315,7 @@ describe.skipIf(env === undefined)("import of generated archives", () => {
         "Skipped:\n  charts/../../escape-1.0.0.tgz: the path is absolute or leaves the archive",
       );
       const written = await readdir(run.cwd, { recursive: true });
-      expect(written.sort()).toEqual(["ppa-import", "ppa-import/charts"]);
+      expect(written).toEqual([]);
     }, 180_000);
   });
 

@@ -740,7 +740,7 @@ images:
       "cannot publish example/app-amd64:1.0+7 as r.example:5000/ns/example/app-amd64:1.0+7",
     );
     expect(plan.errors[0]).toContain(
-      "give --map-plus-in-tags _ (or -), which writes 1.0_7",
+      "give --map-plus-in-tags _ (or - or .), which writes 1.0_7",
     );
   });
 
