@@ -14,7 +14,7 @@ import {
   type LayerBlob,
   LayerStore,
 } from "./blobs/layer-store.js";
-import { chartMuseumUrls } from "./charts/chartmuseum.js";
+import { chartMuseumUrls, checkChartMuseum } from "./charts/chartmuseum.js";
 import { parseChartRegistry } from "./charts/oci-chart.js";
 import { type ChartPublishOptions, publishCharts } from "./charts/publish.js";
 import { ChartStager } from "./charts/stage.js";
@@ -354,6 +354,9 @@ export async function importArchive(
   // A registry is checked before the archive is read; an OCI layout is made
   // at its first write, so a failed import leaves no empty layout behind.
   if (target.isRemote) await target.check();
+  if (options.chartMuseum) {
+    await checkChartMuseum({ ...options.chartMuseum, caCert: options.caCert });
+  }
 
   const stager = new ChartStager(outputDir);
   const layers = new LayerStore({

@@ -202,6 +202,60 @@ export async function uploadToChartMuseum(
   }
 }
 
+/**
+ * Checks, before anything is published, that the server answers its API
+ * and accepts the credentials, with `GET ROOT/api/charts`. Throws a `CHART`
+ * error naming the options to fix.
+ */
+export async function checkChartMuseum(
+  options: Omit<ChartMuseumUploadOptions, "chart" | "fileName">,
+): Promise<void> {
+  const urls = chartMuseumUrls(options.uri, options.repository);
+  const target = new URL(urls.upload);
+  const transport = new Transport({ caCert: options.caCert, env: options.env });
+  try {
+    const headers: Record<string, string> = { "user-agent": "ppa-load" };
+    const authorization = authorizationHeader({
+      ...options,
+      chart: Buffer.alloc(0),
+      fileName: "",
+    });
+    if (authorization) headers.authorization = authorization;
+    let response: Response;
+    try {
+      response = await fetch(urls.upload, {
+        headers,
+        redirect: "manual",
+        agent: (requested: URL) => transport.agentFor(requested),
+        signal: options.signal,
+      });
+    } catch (error) {
+      throw unreachable(target, transport, error);
+    }
+    if (response.ok) {
+      await discard(response);
+      return;
+    }
+    const message = await serverMessage(response);
+    const credentialHint =
+      "give --chartmuseum-user with the password in CHARTMUSEUM_PASSWORD (or --chartmuseum-password-stdin), or a token with --chartmuseum-token";
+    throw new PpaLoadError(
+      "CHART",
+      `ChartMuseum at ${redactUrl(options.uri)} refused GET ${redactUrl(urls.upload)}: ${response.status}, ${message}`,
+      {
+        hint:
+          response.status === 401 || response.status === 403
+            ? credentialHint
+            : response.status === 404
+              ? "check --chartmuseum-uri: give the server's root URL, with its context path if it has one"
+              : "check that the server is ChartMuseum and that it is running",
+      },
+    );
+  } finally {
+    transport.destroy();
+  }
+}
+
 async function postChart(
   url: string,
   options: ChartMuseumUploadOptions,

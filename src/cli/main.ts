@@ -269,6 +269,10 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
       "Import IBM Passport Advantage (PPA) archives into container registries.",
     )
     .version(version())
+    .addHelpText(
+      "after",
+      "\nWithout a command, ppa-load runs import: run ppa-load import --help for its options.",
+    )
     .exitOverride()
     .configureOutput({
       writeOut: (s) => io.stdout.write(s),

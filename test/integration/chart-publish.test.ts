@@ -97,17 +97,21 @@ describe.skipIf(env === undefined)("chart publishing", () => {
     expect(forced.stdout).toContain("ChartMuseum: replaced");
   }, 180_000);
 
-  it("reports a rejected ChartMuseum password without printing it", async () => {
-    const run = await importWith(uniqueNamespace("museum-denied"), [
+  it("checks ChartMuseum credentials before publishing anything", async () => {
+    const namespace = uniqueNamespace("museum-denied");
+    const run = await importWith(namespace, [
       "--chartmuseum-uri",
       museum.url,
       "--chartmuseum-user",
       "nobody",
     ]);
 
-    expect(run.code).toBe(3);
-    expect(run.stderr).toMatch(/401/);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain(`ChartMuseum at ${museum.url} refused GET`);
+    expect(run.stderr).toContain("401");
+    expect(run.stderr).toContain("give --chartmuseum-user");
     expect(run.stderr).not.toContain(museumPassword);
+    expect(await registry.tagged(namespace)).toEqual([]);
   }, 180_000);
 
   it("pushes the chart to an OCI registry as helm push does", async () => {
