@@ -400,9 +400,13 @@ export async function importArchive(
             const blobs = new Map<string, Promise<LayerBlob>>();
             layerBlobs.set(tarball, blobs);
             return async (path, size, body) => {
-              const work = layers.add(body, size, `${tarball}: ${path}`);
-              blobs.set(path, work);
-              await work;
+              // The tarball reads on once the layer is read; its compression
+              // finishes behind, and the blob is awaited before publishing.
+              const read = layers.add(body, size, `${tarball}: ${path}`);
+              const blob = read.then((handle) => handle.blob);
+              blob.catch(() => undefined);
+              blobs.set(path, blob);
+              await read;
             };
           }
         : undefined,

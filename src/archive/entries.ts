@@ -102,7 +102,7 @@ export async function* readArchiveEntries(
     notify();
   });
 
-  const source = createReadStream(file);
+  const source = createReadStream(file, { highWaterMark: 1024 * 1024 });
   source.on("error", (error) => fail(readFailure(file, error)));
   const onAbort = () => {
     source.destroy();

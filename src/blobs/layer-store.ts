@@ -38,10 +38,23 @@ const mediaTypes = {
 } as const;
 
 interface StoredLayer {
-  blob: LayerBlob;
+  /** The blob, which waits for compression to finish. */
+  blob: Promise<LayerBlob>;
   /** sha256 of the bytes as the tarball stores them. */
   sourceDigest: string;
 }
+
+/** A layer that has been read: its blob follows once it is compressed. */
+export interface LayerHandle {
+  blob: Promise<LayerBlob>;
+}
+
+/**
+ * Uncompressed layer bytes that may wait on disk for compression. Reading
+ * pauses above it, so temporary disk stays bounded while compression, which
+ * runs behind the reading, catches up.
+ */
+const maxWaitingBytes = 256 * 1024 * 1024;
 
 /**
  * Turns layer files into registry blobs as they stream past: hashes each
@@ -59,6 +72,12 @@ export class LayerStore {
   #bytesWritten = 0;
   #onDisk = 0;
   #peakOnDisk = 0;
+  #closed = false;
+  /** Bytes of layers written as they came that wait for compression. */
+  #waitingBytes = 0;
+  #roomFreed: (() => void) | undefined;
+  /** Compressions run one at a time, each on every core. */
+  readonly #compressions = new Queue();
   /** The temporary file of each blob that still has one. */
   readonly #files = new WeakMap<BlobSource, string>();
 
@@ -84,7 +103,7 @@ export class LayerStore {
     body: AsyncIterable<Buffer>,
     size: number,
     label: string,
-  ): Promise<LayerBlob> {
+  ): Promise<LayerHandle> {
     const iterator = body[Symbol.asyncIterator]();
     const head: Buffer[] = [];
     let headLength = 0;
@@ -116,7 +135,9 @@ export class LayerStore {
     }
     this.#byPrefix.set(key, [...earlier, work]);
     const result = await work;
-    return result!.blob;
+    // Errors of a compression that runs later surface where the blob is awaited.
+    result!.blob.catch(() => undefined);
+    return { blob: result!.blob };
   }
 
   /**
@@ -133,16 +154,21 @@ export class LayerStore {
     await rm(file, { force: true });
   }
 
-  /** Removes every temporary file. */
+  /**
+   * Removes every temporary file. Compressions not yet started are dropped,
+   * and the one running is waited for, so that nothing writes into the
+   * folder while it is removed.
+   */
   async cleanup(): Promise<void> {
+    this.#closed = true;
+    await this.#compressions.idle();
     if (this.#folder) await rm(this.#folder, { recursive: true, force: true });
     this.#folder = undefined;
   }
 
   #track(file: string, blob: LayerBlob): LayerBlob {
     this.#files.set(blob, file);
-    this.#onDisk += blob.size;
-    this.#peakOnDisk = Math.max(this.#peakOnDisk, this.#onDisk);
+    this.#addOnDisk(blob.size);
     return blob;
   }
 
@@ -166,26 +192,29 @@ export class LayerStore {
     const hashSource = tap((chunk) => sourceHash.update(chunk));
 
     if (stored === "tar" && this.#options.compression === "gzip") {
-      const output = hashingWriter(file);
+      // The layer is written as it is, and compressed behind the reading, so
+      // that reading the next layers overlaps with compressing this one.
+      await this.#roomForMore();
+      let waiting = 0;
       await pipeline(
         source,
         hashSource,
-        createParallelGzip({ level: this.#options.level }),
-        output.tap,
-        output.file,
+        tap((chunk) => {
+          waiting += chunk.length;
+          this.#waitingBytes += chunk.length;
+          this.#addOnDisk(chunk.length);
+        }),
+        createWriteStream(file, { highWaterMark: 1024 * 1024 }),
       );
-      this.#bytesWritten += output.size();
       const diffId = `sha256:${sourceHash.digest("hex")}`;
-      return {
-        sourceDigest: diffId,
-        blob: this.#track(
-          file,
-          fileBlob(file, output.digest(), output.size(), mediaTypes.gzip, {
-            diffId,
-            stored,
-          }),
-        ),
-      };
+      const blob = this.#compressions.run(() =>
+        this.#compress(file, diffId).finally(() => {
+          this.#waitingBytes -= waiting;
+          this.#onDisk -= waiting;
+          this.#roomFreed?.();
+        }),
+      );
+      return { sourceDigest: diffId, blob };
     }
 
     // Stored as it is: uncompressed with --compression none, or already compressed.
@@ -196,7 +225,7 @@ export class LayerStore {
       const branch = new PassThrough();
       const inflate = pipeline(
         branch,
-        createGunzip(),
+        createGunzip({ chunkSize: 256 * 1024 }),
         tap((chunk) => inflated.update(chunk)),
         devNull(),
       ).catch((error) => {
@@ -226,14 +255,55 @@ export class LayerStore {
     const digest = output.digest();
     return {
       sourceDigest: stored === "tar" ? diffId! : digest,
-      blob: this.#track(
-        file,
-        fileBlob(file, digest, output.size(), mediaTypes[stored], {
-          diffId,
-          stored,
-        }),
+      blob: Promise.resolve(
+        this.#track(
+          file,
+          fileBlob(file, digest, output.size(), mediaTypes[stored], {
+            diffId,
+            stored,
+          }),
+        ),
       ),
     };
+  }
+
+  /** Compresses a layer file written as it came into a new file, and deletes the first. */
+  async #compress(raw: string, diffId: string): Promise<LayerBlob> {
+    if (this.#closed) {
+      throw new PpaLoadError(
+        "ABORTED",
+        "the import ended before the layer was compressed",
+      );
+    }
+    const file = await this.#newFile();
+    const output = hashingWriter(file);
+    await pipeline(
+      createReadStream(raw, { highWaterMark: 1024 * 1024 }),
+      createParallelGzip({ level: this.#options.level }),
+      output.tap,
+      output.file,
+    );
+    await rm(raw, { force: true });
+    this.#bytesWritten += output.size();
+    return this.#track(
+      file,
+      fileBlob(file, output.digest(), output.size(), mediaTypes.gzip, {
+        diffId,
+        stored: "tar",
+      }),
+    );
+  }
+
+  /** Waits while the layers waiting for compression fill their share of disk. */
+  async #roomForMore(): Promise<void> {
+    while (this.#waitingBytes > maxWaitingBytes) {
+      await new Promise<void>((resolve) => (this.#roomFreed = resolve));
+    }
+  }
+
+  #addOnDisk(bytes: number): void {
+    this.#onDisk += bytes;
+    this.#peakOnDisk = Math.max(this.#peakOnDisk, this.#onDisk);
   }
 
   /**
@@ -272,6 +342,25 @@ export class LayerStore {
       );
     } finally {
       await rm(spool, { force: true });
+    }
+  }
+}
+
+/** Runs async tasks one after another, in the order they were queued. */
+class Queue {
+  #last: Promise<unknown> = Promise.resolve();
+
+  run<T>(task: () => Promise<T>): Promise<T> {
+    const result = this.#last.then(task, task);
+    this.#last = result.catch(() => undefined);
+    return result;
+  }
+
+  /** Resolves when every queued task has settled. */
+  async idle(): Promise<void> {
+    for (let last = this.#last; ; last = this.#last) {
+      await last;
+      if (last === this.#last) return;
     }
   }
 }

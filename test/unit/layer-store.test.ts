@@ -35,7 +35,9 @@ describe("LayerStore", () => {
     const store = new LayerStore({ tempDir: folder, compression: "gzip" });
     const tar = layerTar({ files: { "etc/motd": "hello\n".repeat(1000) } });
 
-    const blob = await store.add(chunks(tar), tar.length, "app.tar: layer.tar");
+    const blob = await (
+      await store.add(chunks(tar), tar.length, "app.tar: layer.tar")
+    ).blob;
     const stored = await buffer(blob.open());
 
     expect(blob.diffId).toBe(sha256(tar));
@@ -53,7 +55,9 @@ describe("LayerStore", () => {
     const tar = layerTar({ files: { "opt/app/bin": randomBytes(200_000) } });
     const gzipped = gzipSync(tar, { level: 9 });
 
-    const blob = await store.add(chunks(gzipped), gzipped.length, "layer");
+    const blob = await (
+      await store.add(chunks(gzipped), gzipped.length, "layer")
+    ).blob;
 
     expect(blob.stored).toBe("gzip");
     expect(blob.digest).toBe(sha256(gzipped));
@@ -66,7 +70,7 @@ describe("LayerStore", () => {
     const store = new LayerStore({ tempDir: folder, compression: "none" });
     const tar = layerTar({ files: { "a/b": "c" } });
 
-    const blob = await store.add(chunks(tar), tar.length, "layer");
+    const blob = await (await store.add(chunks(tar), tar.length, "layer")).blob;
 
     expect(blob.digest).toBe(sha256(tar));
     expect(blob.diffId).toBe(sha256(tar));
@@ -78,9 +82,13 @@ describe("LayerStore", () => {
     const store = new LayerStore({ tempDir: folder, compression: "gzip" });
     const tar = layerTar({ files: { "usr/lib/base": randomBytes(3_000_000) } });
 
-    const first = await store.add(chunks(tar), tar.length, "a.tar: layer");
+    const first = await (
+      await store.add(chunks(tar), tar.length, "a.tar: layer")
+    ).blob;
     const written = store.bytesWritten;
-    const second = await store.add(chunks(tar, 10_000), tar.length, "b.tar");
+    const second = await (
+      await store.add(chunks(tar, 10_000), tar.length, "b.tar")
+    ).blob;
 
     expect(second.digest).toBe(first.digest);
     expect(store.bytesWritten).toBe(written);
@@ -93,8 +101,8 @@ describe("LayerStore", () => {
     const one = Buffer.concat([head, Buffer.alloc(4096, 1)]);
     const two = Buffer.concat([head, Buffer.alloc(4096, 2)]);
 
-    const first = await store.add(chunks(one), one.length, "one");
-    const second = await store.add(chunks(two), two.length, "two");
+    const first = await (await store.add(chunks(one), one.length, "one")).blob;
+    const second = await (await store.add(chunks(two), two.length, "two")).blob;
 
     expect(second.diffId).toBe(sha256(two));
     expect(second.digest).not.toBe(first.digest);
@@ -117,7 +125,9 @@ describe("LayerStore", () => {
   it("removes its temporary files", async () => {
     const store = new LayerStore({ tempDir: folder, compression: "gzip" });
     const tar = layerTar({ files: { x: "y" } });
-    await store.add(chunks(tar), tar.length, "layer");
+    await (
+      await store.add(chunks(tar), tar.length, "layer")
+    ).blob;
 
     await store.cleanup();
 
