@@ -12,7 +12,7 @@ const inflateChunkSize = 256 * 1024;
 /** Layers of gzip unwrapped before giving up: one is normal, two happen by mistake. */
 const maxGzipLayers = 3;
 
-/** What the first bytes of a stream show it to be. */
+/** Format of a file, as its first bytes show it. */
 export type Sniffed =
   | "gzip"
   | "tar"
@@ -96,7 +96,7 @@ async function* replay(
 
 /**
  * Returns the bytes of a tar file that may be gzipped, whatever its name
- * says, and unwraps gzip inside gzip. Inflating runs in zlib's thread pool,
+ * suggests, and unwraps gzip inside gzip. Inflating runs in zlib's thread pool,
  * off the main thread. Fails with the fix when the bytes are text, or are
  * compressed in a format that docker save never writes. `label` names the
  * file in errors; `code` is the error code to use.

@@ -90,7 +90,7 @@ export class LayerStore {
     return this.#bytesWritten;
   }
 
-  /** The most bytes of layer files on disk at one time so far. */
+  /** The maximum of layer bytes on disk at one time so far. */
   get peakBytesOnDisk(): number {
     return this.#peakOnDisk;
   }
@@ -386,7 +386,7 @@ async function* concatenated(
   for await (const chunk of rest) yield chunk;
 }
 
-/** A pass-through stream that shows each chunk to `onChunk`. */
+/** Creates a pass-through stream that shows each chunk to `onChunk`. */
 function tap(onChunk: (chunk: Buffer) => void): Transform {
   return new PassThrough({
     transform(chunk: Buffer, _encoding, callback) {
@@ -396,7 +396,7 @@ function tap(onChunk: (chunk: Buffer) => void): Transform {
   });
 }
 
-/** A pass-through stream that also writes each chunk to `branch`, waiting when it is full. */
+/** Creates a pass-through stream that also writes each chunk to `branch`, waiting when it is full. */
 function teeTo(branch: Writable, onChunk: (chunk: Buffer) => void): Transform {
   return new PassThrough({
     transform(chunk: Buffer, _encoding, callback) {

@@ -203,7 +203,7 @@ export async function uploadToChartMuseum(
 }
 
 /**
- * Checks, before anything is published, that the server answers its API
+ * Checks, before anything is published, that the server serves its API
  * and accepts the credentials, with `GET ROOT/api/charts`. Throws a `CHART`
  * error naming the options to fix.
  */

@@ -146,9 +146,11 @@ async function writeRewritten(
   options: ChartPublishOptions,
 ): Promise<string> {
   const folder = dirname(chart.path);
-  const wanted = `${rewrite.name}-${rewrite.version}.tgz`;
+  const expected = `${rewrite.name}-${rewrite.version}.tgz`;
   // Chart.yaml's name and version come from the archive, so they are checked like entry names.
-  const fileName = isSafeChartFileName(wanted) ? wanted : basename(chart.path);
+  const fileName = isSafeChartFileName(expected)
+    ? expected
+    : basename(chart.path);
   const target = join(folder, fileName);
   if (options.keepOriginal) {
     const originals = join(folder, "original");

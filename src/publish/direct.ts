@@ -368,8 +368,8 @@ const blobAttempts = 3;
 
 /**
  * Runs a blob placement again, after 1 s and then 2 s, when the connection
- * failed before the registry answered (reset, refused, timed out). Answers
- * that the registry gave are retried, where that helps, inside the client.
+ * failed before the registry responded (reset, refused, timed out). The
+ * client itself retries the responses worth retrying.
  */
 async function withRetries<T>(
   task: () => Promise<T>,
