@@ -142,6 +142,11 @@ function checkOptions(options: ImportOptions): void {
       problems.push(`invalid ${name} "${value}": use a whole number above 0`);
     }
   }
+  if (options.chunkSize !== undefined && options.chunkSize > 2 ** 32) {
+    problems.push(
+      `invalid chunk size "${options.chunkSize}": use at most 4 GiB, e.g. 16MiB`,
+    );
+  }
   const namespaceProblem = checkRepositoryPath(options.namespace ?? "");
   if (namespaceProblem)
     problems.push(
@@ -426,13 +431,22 @@ export async function importArchive(
     const plan = checkPlan(contents, options, result, emit, warn);
 
     if (direct) {
-      const resolved = await resolveLayers(layerBlobs);
+      const layerFailures = new Map<string, string>();
+      const resolved = await resolveLayers(layerBlobs, layerFailures);
       for (const [tarball, inspector] of inspectors) {
         tarballs.set(tarball, {
           metadata: (path) => inspector.metadata(path),
           layer: (path) =>
             resolved.get(tarball)?.get(inspector.resolvePath(path)),
         });
+      }
+      const layerProblems = checkLayers(plan, tarballs, layerFailures);
+      if (layerProblems.length > 0) {
+        throw new PpaLoadError(
+          "PLAN_INVALID",
+          `${options.archive}: nothing was published because of ${layerProblems.length === 1 ? "this problem" : `these ${layerProblems.length} problems`}`,
+          { problems: layerProblems },
+        );
       }
       await stopOnAbort(options, result, () =>
         publishDirect(plan, target, publisher, options, result, emit),
@@ -469,7 +483,12 @@ export async function importArchive(
       const charts = await publishCharts(
         written,
         plan,
-        await chartOptions(options, client, credentials),
+        {
+          ...(await chartOptions(options, client, credentials)),
+          published: new Set(
+            [...result.published, ...result.lists].map((item) => item.target),
+          ),
+        },
         { emit, warn, fail },
       );
       result.charts.push(...charts);
@@ -582,16 +601,52 @@ async function stageEarly(
   if (first) await publisher.stage(first, layers);
 }
 
+/**
+ * Checks, before any tag is written, that every layer of every planned image
+ * was read and matches the diff_id its config lists.
+ */
+function checkLayers(
+  plan: Plan,
+  tarballs: Map<string, TarballBlobs>,
+  failures: Map<string, string>,
+): string[] {
+  const problems: string[] = [];
+  for (const ref of plan.references) {
+    const tarball = tarballs.get(ref.tarball);
+    ref.image.layerPaths.forEach((path, index) => {
+      const layer = tarball?.layer(path);
+      const expected = ref.image.diffIds[index];
+      if (!layer) {
+        const reason = failures.get(`${ref.tarball} ${path}`);
+        problems.push(
+          reason
+            ? `${ref.tarball}: layer ${path} of ${ref.source} could not be stored: ${reason}`
+            : `${ref.tarball}: layer ${path} of ${ref.source} was not found in the tarball; save the image again`,
+        );
+      } else if (layer.diffId !== undefined && layer.diffId !== expected) {
+        problems.push(
+          `${ref.tarball}: layer ${path} of ${ref.source} has diff_id ${layer.diffId}, but its config lists ${expected}; the tarball is damaged or was edited, so save the image again`,
+        );
+      }
+    });
+  }
+  return [...new Set(problems)];
+}
+
 /** Waits for every layer to be stored; a layer that failed is left out, and its image fails later. */
 async function resolveLayers(
   layerBlobs: Map<string, Map<string, Promise<LayerBlob>>>,
+  failures: Map<string, string>,
 ): Promise<Map<string, Map<string, LayerBlob>>> {
   const resolved = new Map<string, Map<string, LayerBlob>>();
   for (const [tarball, blobs] of layerBlobs) {
     const done = new Map<string, LayerBlob>();
     for (const [path, work] of blobs) {
-      const blob = await work.catch(() => undefined);
-      if (blob) done.set(path, blob);
+      try {
+        done.set(path, await work);
+      } catch (error) {
+        failures.set(`${tarball} ${path}`, errorMessage(error));
+      }
     }
     resolved.set(tarball, done);
   }

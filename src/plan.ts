@@ -231,7 +231,7 @@ function locateReference(
   plan.errors.push(
     `${describeFiles(ref)} names ${nameOf(ref)}, but no image tarball in the archive carries that name` +
       (unreadable.length
-        ? ` (unreadable: ${unreadable.map((t) => t.entry).join(", ")})`
+        ? ` (unreadable: ${unreadable.map((t) => `${t.entry}: ${t.error?.message ?? "unknown reason"}`).join("; ")})`
         : ""),
   );
   return undefined;

@@ -1,6 +1,6 @@
 import { createReadStream } from "node:fs";
 import { posix } from "node:path";
-import { Readable } from "node:stream";
+import { Readable, Writable } from "node:stream";
 import { Parser, type ReadEntry } from "tar";
 
 import { tarBytes } from "./decompress.js";
@@ -121,7 +121,32 @@ export async function* readArchiveEntries(
           ),
     ),
   );
-  bytes.pipe(parser);
+  // The parser may stop on its own (a damaged header, or the end-of-archive
+  // blocks before the file ends), and must then get no more writes.
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      if (finished || failure) {
+        callback();
+        return;
+      }
+      try {
+        if (parser.write(chunk)) callback();
+        else parser.once("drain", () => callback());
+      } catch (error) {
+        onTarProblem(error as Error);
+        callback();
+      }
+    },
+    final(callback) {
+      try {
+        if (!finished && !failure) parser.end();
+      } catch (error) {
+        onTarProblem(error as Error);
+      }
+      callback();
+    },
+  });
+  bytes.pipe(sink);
 
   try {
     while (true) {

@@ -66,6 +66,7 @@ const maxWaitingBytes = 256 * 1024 * 1024;
 export class LayerStore {
   readonly #options: LayerStoreOptions;
   #folder: string | undefined;
+  #folderMade: Promise<string> | undefined;
   #fileCount = 0;
   /** Stored layers by size and the sha256 of their first bytes. */
   readonly #byPrefix = new Map<string, Promise<StoredLayer | undefined>[]>();
@@ -162,8 +163,10 @@ export class LayerStore {
   async cleanup(): Promise<void> {
     this.#closed = true;
     await this.#compressions.idle();
-    if (this.#folder) await rm(this.#folder, { recursive: true, force: true });
+    const folder = await this.#folderMade?.catch(() => undefined);
+    if (folder) await rm(folder, { recursive: true, force: true });
     this.#folder = undefined;
+    this.#folderMade = undefined;
   }
 
   #track(file: string, blob: LayerBlob): LayerBlob {
@@ -173,7 +176,9 @@ export class LayerStore {
   }
 
   async #newFile(): Promise<string> {
-    this.#folder ??= await mkdtemp(join(this.#options.tempDir, "ppa-load-"));
+    // One promise, so that layers stored at the same time share one folder.
+    this.#folderMade ??= mkdtemp(join(this.#options.tempDir, "ppa-load-"));
+    this.#folder = await this.#folderMade;
     this.#fileCount += 1;
     return join(this.#folder, `layer-${this.#fileCount}`);
   }

@@ -21,6 +21,11 @@ export interface ChartPublishOptions {
   keepOriginal: boolean;
   /** Registry host and namespace the images were published under; without it values are not rewritten. */
   images?: { registry: string; namespace: string };
+  /**
+   * Targets (`REPOSITORY:TAG`) that were published. Values are pointed only
+   * at these, so a chart never names an image whose push failed.
+   */
+  published?: Set<string>;
   /** Upload each chart to this ChartMuseum server. */
   chartMuseum?: Omit<ChartMuseumUploadOptions, "chart" | "fileName">;
   /** Push each chart to this OCI registry path, as `helm push` does. */
@@ -46,13 +51,18 @@ export async function publishCharts(
   options: ChartPublishOptions,
   reporter: Reporter,
 ): Promise<WrittenChart[]> {
-  const mappings = imageMappings(plan);
+  const mappings = imageMappings(plan).filter(
+    (mapping) =>
+      !options.published ||
+      options.published.has(`${mapping.repository}:${mapping.tag}`),
+  );
   const charts: WrittenChart[] = [];
+  const paths = new Set(written.map((chart) => chart.path));
   for (const { entry, path } of written) {
     options.signal?.throwIfAborted();
     const chart: WrittenChart = { entry, path };
     try {
-      await finishChart(chart, plan, mappings, options, reporter);
+      await finishChart(chart, plan, mappings, options, reporter, paths);
     } catch (error) {
       reporter.fail(chartFailure(entry, error));
     }
@@ -68,6 +78,7 @@ async function finishChart(
   mappings: ReturnType<typeof imageMappings>,
   options: ChartPublishOptions,
   reporter: Reporter,
+  paths: Set<string>,
 ): Promise<void> {
   const spec = plan.charts.find((c) => c.entry === chart.entry)?.spec;
   let bytes: Buffer = await readFile(chart.path);
@@ -101,8 +112,22 @@ async function finishChart(
         reporter.warn(`${chart.entry}: ${warning}`);
       }
       if (rewrite.chart !== bytes) {
+        const renamed = join(
+          dirname(chart.path),
+          `${rewrite.name}-${rewrite.version}.tgz`,
+        );
+        if (renamed !== chart.path && paths.has(renamed)) {
+          throw new PpaLoadError(
+            "CHART",
+            `${chart.entry} would be written as ${renamed}, which another chart of this archive already is; it was left as ${chart.path}`,
+            {
+              hint: "two charts of the archive have the same name and version in Chart.yaml; remove one of them",
+            },
+          );
+        }
         bytes = rewrite.chart;
         chart.path = await writeRewritten(chart, rewrite, bytes, options);
+        paths.add(chart.path);
       }
     }
   }

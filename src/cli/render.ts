@@ -91,7 +91,7 @@ export class ProgressRenderer {
         );
         break;
       case "tarball-failed":
-        this.#line(`  failed to read ${event.tarball}`);
+        this.#line(`  failed to read ${event.tarball}: ${event.message}`);
         break;
       case "reference-pushed":
         this.#line(

@@ -557,6 +557,7 @@ export class RegistryClient {
     const reader = new BlobReader(blob);
     try {
       let offset = 0;
+      let furthest = 0;
       let stalled = 0;
       while (offset < blob.size) {
         if (session.signal?.aborted) throw cancelled(this.registry);
@@ -592,7 +593,10 @@ export class RegistryClient {
             length,
           );
         }
-        stalled = next > offset ? 0 : stalled + 1;
+        // Progress counts only past the furthest offset reached, so a
+        // registry whose acknowledgements go back and forth still stops.
+        stalled = next > furthest ? 0 : stalled + 1;
+        furthest = Math.max(furthest, next);
         if (stalled >= maxStalledChunks) {
           throw new PpaLoadError(
             "REGISTRY",
