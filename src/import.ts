@@ -326,6 +326,10 @@ export async function importArchive(
       credentials,
       caCert: options.caCert,
       onRequest: (info) => emit({ type: "request", ...info }),
+      onRetry: (info) =>
+        warn(
+          `${info.method} ${info.url} got ${info.status}; trying again in ${Math.round(info.delayMs / 1000)} s (attempt ${info.attempt + 1})`,
+        ),
     });
     target = new RegistryTarget(client, { chunkSize: options.chunkSize });
     if (
@@ -580,8 +584,10 @@ async function stageEarly(
   options: ImportOptions,
 ): Promise<void> {
   if (!record.contents || soFar.manifests.length === 0) return;
+  // Planning with this tarball alone keeps the cost per tarball constant; a
+  // wrong guess here costs only a mount later, never a wrong tag.
   const plan = planImport(
-    soFar,
+    { ...soFar, tarballs: [record], charts: [], skipped: [] },
     isRegistry(options.registry) ? options.registry : "",
     options.namespace,
     options.mapPlusInTags,

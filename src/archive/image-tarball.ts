@@ -146,7 +146,12 @@ export class ImageTarballInspector {
       const body = Buffer.concat(chunks);
       // Layers start with a tar header or gzip magic, metadata with "{" or "[".
       const first = body.subarray(0, 64).toString("utf8").trimStart()[0];
-      if (first !== "{" && first !== "[") {
+      // A small layer can start with "{" too (a file of that name first in
+      // its tar), so a blob counts as metadata only when it parses as JSON.
+      const json =
+        (first === "{" || first === "[") &&
+        (!path.startsWith("blobs/") || parsesAsJson(body));
+      if (!json) {
         if (this.#onLayer && isLayerPath(path)) {
           this.#consumeLayer(path, body.length, [body]);
         }
@@ -403,6 +408,15 @@ function isMetadataPath(path: string): boolean {
   return (
     !path.includes("/") && (path.endsWith(".json") || path === "repositories")
   );
+}
+
+function parsesAsJson(body: Buffer): boolean {
+  try {
+    JSON.parse(body.toString("utf8"));
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**

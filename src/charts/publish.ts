@@ -117,6 +117,7 @@ async function finishChart(
           `${rewrite.name}-${rewrite.version}.tgz`,
         );
         if (renamed !== chart.path && paths.has(renamed)) {
+          chart.changes = undefined;
           throw new PpaLoadError(
             "CHART",
             `${chart.entry} would be written as ${renamed}, which another chart of this archive already is; it was left as ${chart.path}`,

@@ -118,11 +118,19 @@ export async function fetchToken(
       `the token service at ${redactUrl(url.toString())} answered ${response.status}`,
     );
   }
-  const body = (await response.json()) as {
-    token?: string;
-    access_token?: string;
-    expires_in?: number;
-  };
+  const text = await response.text();
+  let body: { token?: string; access_token?: string; expires_in?: number };
+  try {
+    body = JSON.parse(text);
+  } catch {
+    throw new PpaLoadError(
+      "REGISTRY",
+      `the token service at ${redactUrl(url.toString())} answered with something other than JSON: ${text.replace(/\s+/g, " ").trim().slice(0, 80)}`,
+      {
+        hint: "the realm in the registry's WWW-Authenticate header may point at a login page or a proxy; check the registry's auth settings",
+      },
+    );
+  }
   const token = body.token ?? body.access_token;
   if (!token) {
     throw new PpaLoadError(
