@@ -121,4 +121,72 @@ describe.skipIf(env === undefined)("interrupted import", () => {
     },
     180_000,
   );
+
+  it("converges after kills at many points", async () => {
+    const folder = await mkdtemp(join(tmpdir(), "ppa-load-kill-"));
+    const archive = await largeArchive(folder);
+    const namespace = uniqueNamespace("kill");
+    const args = [
+      "--archive",
+      archive,
+      "--namespace",
+      namespace,
+      "--registry",
+      env!.registry,
+      "--concurrency",
+      "2",
+    ];
+
+    // SIGKILL gives the import no chance to clean up, at delays that fall in
+    // reading, early uploads and publishing.
+    for (const delay of [150, 400, 700, 1000, 1400, 1900]) {
+      const killed = await killAfter(args, folder, delay);
+      expect([0, null]).toContain(killed.code);
+      for (const repository of await registry.repositories(namespace)) {
+        for (const tag of await registry.tags(repository)) {
+          const manifest = await registry.manifest(repository, tag);
+          const blobs = [
+            manifest?.json.config,
+            ...(manifest?.json.layers ?? []),
+          ].filter(Boolean);
+          for (const blob of blobs) {
+            expect(
+              await registry.hasBlob(repository, blob.digest),
+              `${repository}:${tag} after a kill at ${delay} ms`,
+            ).toBe(true);
+          }
+        }
+      }
+    }
+
+    const finished = await runCli(args, { cwd: folder });
+
+    expect(finished.code, finished.stderr).toBe(0);
+    expect((await registry.tagged(namespace)).sort()).toEqual(
+      ["one", "two", "three"]
+        .map((name) => `${namespace}/example/${name}:1.0`)
+        .sort(),
+    );
+  }, 300_000);
 });
+
+/** Runs an import and kills it with SIGKILL after `delay` ms, unless it ended first. */
+function killAfter(
+  args: string[],
+  cwd: string,
+  delay: number,
+): Promise<{ code: number | null }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      [join(repoRoot, "bin/ppa-load.js"), ...args],
+      { cwd, stdio: "ignore" },
+    );
+    const timer = setTimeout(() => child.kill("SIGKILL"), delay);
+    child.on("error", reject);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code });
+    });
+  });
+}
