@@ -28,11 +28,11 @@ import type {
 import type { Plan, TarballRecord } from "./plan.js";
 import { DockerEngine } from "./publish/docker-engine.js";
 import {
-  failureOf,
   loadIntoEngine,
   pushList,
   pushReferences,
 } from "./publish/docker-path.js";
+import { failureOf, reportFailure } from "./publish/shared.js";
 import { DirectPublisher, type TarballBlobs } from "./publish/direct.js";
 import { OciLayoutTarget } from "./publish/oci-layout.js";
 import { RegistryTarget } from "./publish/registry-target.js";
@@ -478,10 +478,7 @@ export async function importArchive(
       phase: "charts",
       message: `writing ${countOf(plan.charts.length, "chart")} to ${stager.chartsDir}`,
     });
-    const fail = (failure: Failure) => {
-      result.failures.push(failure);
-      emit({ type: "failure", failure });
-    };
+    const fail = (failure: Failure) => reportFailure(result, emit, failure);
     try {
       const written = await stager.commit(plan.charts);
       const charts = await publishCharts(

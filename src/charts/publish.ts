@@ -1,7 +1,8 @@
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
-import { PpaLoadError, errorMessage } from "../errors.js";
+import { PpaLoadError } from "../errors.js";
+import { failureOf } from "../publish/shared.js";
 import type { Failure, ImportEvent, WrittenChart } from "../events.js";
 import type { Plan } from "../plan.js";
 import type { RegistryClient } from "../registry/client.js";
@@ -64,7 +65,7 @@ export async function publishCharts(
     try {
       await finishChart(chart, plan, mappings, options, reporter, paths);
     } catch (error) {
-      reporter.fail(chartFailure(entry, error));
+      reporter.fail(failureOf(entry, error, "CHART"));
     }
     charts.push(chart);
     reporter.emit({ type: "chart-written", chart });
@@ -198,16 +199,4 @@ async function chartNameAndVersion(
 ): Promise<{ name: string; version: string }> {
   const info = await readChartMetadata(bytes, chart.entry);
   return { name: info.metadata.name, version: info.metadata.version };
-}
-
-function chartFailure(entry: string, error: unknown): Failure {
-  if (error instanceof PpaLoadError) {
-    return {
-      item: entry,
-      code: error.code,
-      message: error.message,
-      hint: error.hint,
-    };
-  }
-  return { item: entry, code: "CHART", message: errorMessage(error) };
 }

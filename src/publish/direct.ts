@@ -3,17 +3,25 @@ import { Readable } from "node:stream";
 
 import type { BlobSource, PublishTarget } from "../blobs/blob.js";
 import type { LayerBlob } from "../blobs/layer-store.js";
-import { PpaLoadError, errorMessage } from "../errors.js";
+import { PpaLoadError } from "../errors.js";
 import type {
   Failure,
   ImportEvent,
   ImportResult,
-  PublishedList,
   PublishedReference,
 } from "../events.js";
 import type { PlannedList, PlannedReference } from "../plan.js";
 import { MediaType } from "../registry/media-types.js";
 import { buildManifestList } from "./manifest-list.js";
+import {
+  apiRepository,
+  failureOf,
+  forEachConcurrently,
+  listEntries,
+  listMembers,
+  reportFailure,
+  reportList,
+} from "./shared.js";
 
 /** Metadata and layers that the direct path kept of one image tarball. */
 export interface TarballBlobs {
@@ -121,82 +129,52 @@ export class DirectPublisher {
 
   /** Publishes every reference, a few at a time; failures go into the result. */
   async publishReferences(references: PlannedReference[]): Promise<void> {
-    const workers = Math.max(
-      1,
-      Math.min(this.#context.concurrency, references.length),
+    await forEachConcurrently(
+      references,
+      this.#context.concurrency,
+      (ref) => this.#publishReference(ref),
+      this.#context.signal,
     );
-    const queue = [...references];
-    const work = async () => {
-      for (let ref = queue.shift(); ref; ref = queue.shift()) {
-        this.#context.signal?.throwIfAborted();
-        await this.#publishReference(ref);
-      }
-    };
-    await Promise.all(Array.from({ length: workers }, work));
   }
 
   async publishList(list: PlannedList): Promise<void> {
     const { result, emit } = this.#context;
     const target = `${list.target.repository}:${list.target.tag}`;
-    const members = list.members.map((member) => ({
-      member,
-      built: this.#built.get(
-        `${member.target.repository}:${member.target.tag}`,
-      ),
-      published: result.published.find(
-        (p) => p.target === `${member.target.repository}:${member.target.tag}`,
-      ),
-    }));
-    const missing = members.filter((m) => !m.built || !m.published);
-    if (missing.length > 0) {
-      this.#fail(
-        target,
-        new PpaLoadError(
-          "REGISTRY",
-          `manifest list ${target} not written because ${missing.map((m) => m.member.source).join(", ")} failed to publish`,
-        ),
-      );
+    const paired = listMembers(list, result);
+    if ("failure" in paired) {
+      this.#fail(paired.failure);
       return;
     }
     try {
       const repository = this.#apiRepository(list.target.repository);
       // A registry accepts a list only when its members are in the same repository.
-      for (const { built } of members) {
+      for (const { published } of paired.members) {
+        const built = this.#built.get(published.target)!;
         await Promise.all(
-          built!.blobs.map((blob) => this.#place(repository, blob)),
+          built.blobs.map((blob) => this.#place(repository, blob)),
         );
         await this.#context.target.putManifest(
           repository,
-          built!.digest,
-          built!.mediaType,
-          built!.body,
+          built.digest,
+          built.mediaType,
+          built.body,
         );
       }
-      const listManifest = buildManifestList(
-        members.map(({ member, published }) => ({
-          mediaType: published!.mediaType,
-          digest: published!.digest,
-          size: published!.size,
-          platform: member.platform,
-        })),
-      );
+      const listManifest = buildManifestList(listEntries(paired.members));
       const digest = await this.#context.target.putManifest(
         repository,
         list.target.tag,
         listManifest.mediaType,
         listManifest.body,
       );
-      const published: PublishedList = {
-        source: list.source,
-        target,
-        digest,
-        mediaType: listManifest.mediaType,
-        platforms: list.members.map((m) => m.platform),
-      };
-      result.lists.push(published);
-      emit({ type: "list-pushed", list: published });
+      reportList(
+        list,
+        { digest, mediaType: listManifest.mediaType },
+        result,
+        emit,
+      );
     } catch (error) {
-      this.#fail(target, error);
+      this.#fail(failureOf(target, error));
     }
   }
 
@@ -227,7 +205,7 @@ export class DirectPublisher {
       this.#context.result.published.push(published);
       this.#context.emit({ type: "reference-pushed", reference: published });
     } catch (error) {
-      this.#fail(target, error);
+      this.#fail(failureOf(target, error));
     }
   }
 
@@ -347,19 +325,11 @@ export class DirectPublisher {
   }
 
   #apiRepository(targetRepository: string): string {
-    const prefix = this.#context.registry ? `${this.#context.registry}/` : "";
-    return targetRepository.startsWith(prefix)
-      ? targetRepository.slice(prefix.length)
-      : targetRepository;
+    return apiRepository(targetRepository, this.#context.registry);
   }
 
-  #fail(item: string, error: unknown): void {
-    const failure: Failure =
-      error instanceof PpaLoadError
-        ? { item, code: error.code, message: error.message, hint: error.hint }
-        : { item, code: "UNEXPECTED", message: errorMessage(error) };
-    this.#context.result.failures.push(failure);
-    this.#context.emit({ type: "failure", failure });
+  #fail(failure: Failure): void {
+    reportFailure(this.#context.result, this.#context.emit, failure);
   }
 }
 

@@ -4,12 +4,10 @@ import { tarBytes } from "../archive/decompress.js";
 
 import type { ArchiveEntry } from "../archive/entries.js";
 import type { ImageTarballInspector } from "../archive/image-tarball.js";
-import { PpaLoadError, errorMessage } from "../errors.js";
+import { PpaLoadError } from "../errors.js";
 import type {
-  Failure,
   ImportEvent,
   ImportResult,
-  PublishedList,
   PublishedReference,
 } from "../events.js";
 import type { ImportOptions } from "../import.js";
@@ -18,6 +16,15 @@ import type { RegistryClient } from "../registry/client.js";
 import type { Credentials } from "../registry/credentials.js";
 import type { DockerEngine } from "./docker-engine.js";
 import { buildManifestList } from "./manifest-list.js";
+import {
+  apiRepository,
+  failureOf,
+  forEachConcurrently,
+  listEntries,
+  listMembers,
+  reportFailure,
+  reportList,
+} from "./shared.js";
 
 /** Copies a manifest and its blobs from one repository into another, by digest. */
 export async function copyManifest(
@@ -49,21 +56,6 @@ export async function copyManifest(
     }
   }
   await client.putManifest(to, digest, manifest.body, manifest.mediaType);
-}
-
-/** The repository path the registry API uses: the target without its host. */
-export function apiRepository(
-  targetRepository: string,
-  registry: string,
-): string {
-  return targetRepository.slice(registry.length + 1);
-}
-
-export function failureOf(item: string, error: unknown): Failure {
-  if (error instanceof PpaLoadError) {
-    return { item, code: error.code, message: error.message, hint: error.hint };
-  }
-  return { item, code: "UNEXPECTED", message: errorMessage(error) };
 }
 
 /** Streams an image tarball into the engine while the inspector reads its metadata. */
@@ -117,16 +109,11 @@ export async function pushReferences(
   references: PlannedReference[],
   context: PushContext,
 ): Promise<void> {
-  const queue = [...references];
-  const concurrency = 3;
-  const worker = async () => {
-    for (let ref = queue.shift(); ref; ref = queue.shift()) {
-      context.options.signal?.throwIfAborted();
-      await pushReference(ref, context);
-    }
-  };
-  await Promise.all(
-    Array.from({ length: Math.min(concurrency, queue.length) }, worker),
+  await forEachConcurrently(
+    references,
+    3,
+    (ref) => pushReference(ref, context),
+    context.options.signal,
   );
 }
 
@@ -160,9 +147,7 @@ async function pushReference(
     result.published.push(published);
     emit({ type: "reference-pushed", reference: published });
   } catch (error) {
-    const failure = failureOf(target, error);
-    result.failures.push(failure);
-    emit({ type: "failure", failure });
+    reportFailure(result, emit, failureOf(target, error));
   }
 }
 
@@ -174,59 +159,30 @@ export async function pushList(
   emit: (event: ImportEvent) => void,
 ): Promise<void> {
   const target = `${list.target.repository}:${list.target.tag}`;
-  const members = list.members.map((member) => ({
-    member,
-    published: result.published.find(
-      (p) => p.target === `${member.target.repository}:${member.target.tag}`,
-    ),
-  }));
-  const missing = members.filter((m) => !m.published);
-  if (missing.length > 0) {
-    const failure: Failure = {
-      item: target,
-      code: "REGISTRY",
-      message: `manifest list ${target} not written because ${missing.map((m) => m.member.source).join(", ")} failed to push`,
-    };
-    result.failures.push(failure);
-    emit({ type: "failure", failure });
+  const paired = listMembers(list, result);
+  if ("failure" in paired) {
+    reportFailure(result, emit, paired.failure);
     return;
   }
   try {
     const listRepository = apiRepository(list.target.repository, registry);
-    for (const { member, published } of members) {
+    for (const { member, published } of paired.members) {
       await copyManifest(
         client,
         apiRepository(member.target.repository, registry),
         listRepository,
-        published!.digest,
+        published.digest,
       );
     }
-    const built = buildManifestList(
-      members.map(({ member, published }) => ({
-        mediaType: published!.mediaType,
-        digest: published!.digest,
-        size: published!.size,
-        platform: member.platform,
-      })),
-    );
+    const built = buildManifestList(listEntries(paired.members));
     const digest = await client.putManifest(
       listRepository,
       list.target.tag,
       built.body,
       built.mediaType,
     );
-    const published: PublishedList = {
-      source: list.source,
-      target,
-      digest,
-      mediaType: built.mediaType,
-      platforms: list.members.map((m) => m.platform),
-    };
-    result.lists.push(published);
-    emit({ type: "list-pushed", list: published });
+    reportList(list, { digest, mediaType: built.mediaType }, result, emit);
   } catch (error) {
-    const failure = failureOf(target, error);
-    result.failures.push(failure);
-    emit({ type: "failure", failure });
+    reportFailure(result, emit, failureOf(target, error));
   }
 }
