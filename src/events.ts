@@ -48,11 +48,11 @@ export interface PublishedList {
 export interface WrittenChart {
   /** The chart's entry in the archive. */
   entry: string;
-  /** Where the chart was written: rewritten charts are named `NAME-VERSION.tgz`. */
+  /** Path of the written chart; a rewritten chart is named `NAME-VERSION.tgz`. */
   path: string;
-  /** Each values key that was rewritten, in the file that holds it. */
+  /** Each values key that was rewritten, with the file that contains it. */
   changes?: { file: string; key: string; from: string | null; to: string }[];
-  /** Where the original chart was kept, when asked to keep it. */
+  /** Path of the original chart, when it was kept. */
   original?: string;
   /** The ChartMuseum upload: `exists` when the server already had this version. */
   chartMuseum?: { status: "uploaded" | "exists" | "replaced"; url: string };
@@ -61,7 +61,7 @@ export interface WrittenChart {
 }
 
 export interface Failure {
-  /** What failed: a target reference, a chart or a tarball entry. */
+  /** The item that failed: a target reference, a chart or a tarball entry. */
   item: string;
   code: string;
   message: string;
@@ -79,9 +79,9 @@ export interface ImportResult {
   warnings: string[];
   failures: Failure[];
   /**
-   * What the direct path did for each blob a repository needed: uploaded it,
-   * mounted it from another repository, or found it there already. All zero
-   * with `docker: true`, where the engine pushes.
+   * Counts of the blobs the direct path placed: uploaded, mounted from
+   * another repository, or already in the repository. All zero with
+   * `docker: true`, where the engine pushes.
    */
   blobs: {
     uploaded: number;
@@ -89,7 +89,7 @@ export interface ImportResult {
     existing: number;
     bytesUploaded: number;
   };
-  /** The most bytes of compressed layers held in temporary files at one time. */
+  /** Maximum of layer bytes in temporary files at one time. */
   peakTemporaryBytes: number;
   /** Wall time of the import in milliseconds. */
   durationMs: number;

@@ -256,7 +256,7 @@ async function removeIfEmpty(folder: string): Promise<void> {
   if (names?.length === 0) await rmdir(folder).catch(() => undefined);
 }
 
-/** Whether the option names a registry rather than an OCI layout. */
+/** Tells whether the option names a registry rather than an OCI layout. */
 function isRegistry(registry: string | undefined): registry is string {
   return Boolean(registry) && !registry!.startsWith("oci:");
 }
@@ -360,7 +360,7 @@ export async function importArchive(
     });
   }
   const outputExisted = await checkOutputDir(outputDir);
-  // A registry is checked before the archive is read; an OCI layout is made
+  // A registry is checked before the archive is read. An OCI layout is made
   // at its first write, so a failed import leaves no empty layout behind.
   if (target.isRemote) await target.check();
   if (options.chartMuseum) {
@@ -508,9 +508,9 @@ export async function importArchive(
 }
 
 /**
- * Runs the publishing step; when the import is cancelled part way, records
- * that in the result instead of throwing, so the caller still learns what
- * was published.
+ * Runs the publishing step. When the import is cancelled part way, it
+ * records that in the result instead of throwing, so the caller still
+ * learns what was published.
  */
 async function stopOnAbort(
   options: ImportOptions,

@@ -28,7 +28,7 @@ export interface TarballRecord {
 export interface ChartRecord {
   entry: string;
   fileName: string;
-  /** Why the entry is not a Helm chart this tool can read, when it is not. */
+  /** Reason the entry is not a Helm chart this tool can read, when it is not. */
   problem?: string;
 }
 

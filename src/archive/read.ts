@@ -31,7 +31,7 @@ import {
   type TarballContents,
 } from "./image-tarball.js";
 
-/** What reading the archive found. */
+/** Contents found by reading the archive. */
 export interface ArchiveContents {
   manifests: ParsedManifest[];
   tarballs: TarballRecord[];
@@ -151,7 +151,7 @@ async function readTarball(
       })),
     });
   } catch (error) {
-    // The inspector's diagnosis says more than the engine's, when it has one.
+    // The inspector's diagnosis is more precise than the engine's, when it has one.
     await inspector.end().catch(() => undefined);
     let diagnosis: PpaLoadError | undefined;
     try {

@@ -14,12 +14,12 @@ export interface BlobSource {
   open(): Readable;
 }
 
-/** How a blob reached a repository. */
+/** Outcome of placing a blob in a repository. */
 export type BlobOutcome = "exists" | "mounted" | "uploaded";
 
 /**
- * Where the direct path publishes blobs and manifests: a registry, or an OCI
- * image layout on disk.
+ * Destination of the direct path's blobs and manifests: a registry, or an
+ * OCI image layout on disk.
  */
 export interface PublishTarget {
   /** Human-readable name, e.g. `registry 127.0.0.1:5000` or `OCI layout ./ppa-import/registry`. */

@@ -115,9 +115,9 @@ async function readCaCert(path: string): Promise<Buffer> {
 const interruptedExitCode = 130;
 
 /**
- * Turns the first SIGINT or SIGTERM into a cancellation, so that uploads stop,
- * temporary files are removed and the summary is printed; a second one exits
- * at once. Returns a function that removes the handlers.
+ * Turns the first SIGINT or SIGTERM into a cancellation, so that uploads
+ * stop, temporary files are removed and the summary is printed. A second
+ * signal exits at once. Returns a function that removes the handlers.
  */
 function cancelOnSignals(
   controller: AbortController,

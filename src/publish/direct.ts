@@ -38,9 +38,9 @@ export interface DirectPublishContext {
   /** Blob uploads and mounts in flight at once. */
   concurrency: number;
   /**
-   * Manifest format: `docker` writes Docker's format where every layer is
-   * gzip (as docker push does) and OCI otherwise; `oci` always writes OCI,
-   * which OCI layout readers such as skopeo require.
+   * Manifest format. `docker` writes Docker's format where every layer is
+   * gzip, as docker push does, and OCI otherwise. `oci` always writes OCI,
+   * because OCI layout readers such as skopeo require it.
    */
   format: "docker" | "oci";
   /** The registry prefix of target repositories, removed to get API paths. */

@@ -67,7 +67,7 @@ export class RegistryReader {
     return response.json();
   }
 
-  /** Whether the repository holds the blob, from a HEAD request. */
+  /** Tells whether the repository contains the blob, from a HEAD request. */
   async hasBlob(repository: string, digest: string): Promise<boolean> {
     const response = await fetch(
       `http://${this.registry}/v2/${repository}/blobs/${digest}`,

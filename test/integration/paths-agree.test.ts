@@ -22,7 +22,7 @@ const archives = [
   "bluecompute-ce-ppa-0.0.9.tgz",
 ];
 
-/** What a registry holds under a namespace, without the digests that differ by compression. */
+/** Returns the registry state under a namespace, without the digests that differ by compression. */
 async function snapshot(registry: RegistryReader, namespace: string) {
   const state: Record<string, unknown> = {};
   for (const repository of await registry.repositories(namespace)) {

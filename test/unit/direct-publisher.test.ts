@@ -29,7 +29,7 @@ function layer(content: string): LayerBlob {
   };
 }
 
-/** A target that records every call and fails the first uploads it is told to. */
+/** A target that records every call and fails the first `failuresLeft` uploads. */
 class RecordingTarget implements PublishTarget {
   readonly description = "test target";
   readonly isRemote = true;
