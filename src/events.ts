@@ -17,7 +17,20 @@ export type ImportEvent =
   | { type: "chart-written"; chart: WrittenChart }
   | { type: "failure"; failure: Failure }
   | { type: "warning"; message: string }
-  | { type: "request"; method: string; url: string; status: number };
+  | { type: "request"; method: string; url: string; status: number }
+  | {
+      type: "upload-resume";
+      repository: string;
+      digest: string;
+      size: number;
+      /**
+       * `resumed`: the registry still held the upload session of an earlier
+       * run, and `offset` bytes of it are not sent again. `expired`: it no
+       * longer did, so the blob is uploaded from the start.
+       */
+      outcome: "resumed" | "expired";
+      offset: number;
+    };
 
 export interface LoadedImage {
   imageId: string;
@@ -88,6 +101,10 @@ export interface ImportResult {
     mounted: number;
     existing: number;
     bytesUploaded: number;
+    /** Uploads that continued an earlier run's upload session. */
+    resumed: number;
+    /** Bytes that resumed uploads did not send again. */
+    bytesResumed: number;
   };
   /** Maximum of layer bytes in temporary files at one time. */
   peakTemporaryBytes: number;

@@ -1,6 +1,6 @@
 import { readdir, rmdir, stat } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 
 import type { ImageTarballInspector } from "./archive/image-tarball.js";
 import {
@@ -37,9 +37,17 @@ import { DirectPublisher, type TarballBlobs } from "./publish/direct.js";
 import { OciLayoutTarget } from "./publish/oci-layout.js";
 import { RegistryTarget } from "./publish/registry-target.js";
 import { checkHost, checkRepositoryPath } from "./reference.js";
-import { RegistryClient, isLoopbackRegistry } from "./registry/client.js";
+import {
+  RegistryClient,
+  type RetryOptions,
+  isLoopbackRegistry,
+} from "./registry/client.js";
 import { type Credentials, findCredentials } from "./registry/credentials.js";
+import { UploadJournal } from "./registry/upload-journal.js";
 import { countOf } from "./text.js";
+
+/** File in the output folder that records chunked uploads a later run can resume. */
+export const uploadJournalName = "upload-journal.json";
 
 export interface ImportOptions {
   /** Path of the PPA archive (.tgz). */
@@ -72,8 +80,19 @@ export interface ImportOptions {
   compressionLevel?: number;
   /** Blob uploads in flight at once; by default twice the number of cores, at least 4. */
   concurrency?: number;
-  /** Upload blobs in chunks of this many bytes instead of one request each. */
+  /**
+   * Upload blobs in chunks of this many bytes, or with 0 each blob in one
+   * request. By default blobs of 128 MiB or more go in chunks of 64 MiB, so
+   * that a later run can resume them, and smaller ones in one request.
+   */
   chunkSize?: number;
+  /** Retries of registry requests that receive 429, 502, 503 or 504. */
+  retry?: RetryOptions;
+  /**
+   * Milliseconds a registry request may go without sending or receiving a
+   * byte before it fails; 120000 by default.
+   */
+  requestTimeoutMs?: number;
   /** Folder for temporary layer files; the system's temporary folder by default. */
   tempDir?: string;
   /** Character that replaces `+` in target tags (`_`, `-` or `.`); without it such tags are an error. */
@@ -136,11 +155,20 @@ function checkOptions(options: ImportOptions): void {
   }
   for (const [name, value] of [
     ["concurrency", options.concurrency],
-    ["chunk size", options.chunkSize],
+    ["request timeout", options.requestTimeoutMs],
   ] as const) {
     if (value !== undefined && !(Number.isInteger(value) && value > 0)) {
       problems.push(`invalid ${name} "${value}": use a whole number above 0`);
     }
+  }
+  const chunkSize = options.chunkSize;
+  if (
+    chunkSize !== undefined &&
+    !(Number.isInteger(chunkSize) && chunkSize >= 0)
+  ) {
+    problems.push(
+      `invalid chunk size "${chunkSize}": use a whole number of bytes, or 0 for one request per blob`,
+    );
   }
   if (options.chunkSize !== undefined && options.chunkSize > 2 ** 32) {
     problems.push(
@@ -272,7 +300,14 @@ function emptyResult(options: ImportOptions, registry: string): ImportResult {
     skipped: [],
     warnings: [],
     failures: [],
-    blobs: { uploaded: 0, mounted: 0, existing: 0, bytesUploaded: 0 },
+    blobs: {
+      uploaded: 0,
+      mounted: 0,
+      existing: 0,
+      bytesUploaded: 0,
+      resumed: 0,
+      bytesResumed: 0,
+    },
     peakTemporaryBytes: 0,
     durationMs: 0,
   };
@@ -317,14 +352,29 @@ export async function importArchive(
   let target: PublishTarget;
   let engine: DockerEngine | undefined;
   let client: RegistryClient | undefined;
+  let journal: UploadJournal | undefined;
   let credentials: Credentials | undefined;
   if (isRegistry(registry)) {
     credentials = await resolveCredentials({ ...options, registry });
+    journal = await UploadJournal.open(
+      join(outputDir, uploadJournalName),
+      warn,
+    );
     client = new RegistryClient({
       registry,
       scheme: options.insecure ? "http" : undefined,
       credentials,
       caCert: options.caCert,
+      journal,
+      retry: options.retry,
+      idleTimeoutMs: options.requestTimeoutMs,
+      onResume: (info) => {
+        emit({ type: "upload-resume", ...info });
+        if (info.outcome === "resumed") {
+          result.blobs.resumed += 1;
+          result.blobs.bytesResumed += info.offset;
+        }
+      },
       onRequest: (info) => emit({ type: "request", ...info }),
       onRetry: (info) =>
         warn(
@@ -472,6 +522,11 @@ export async function importArchive(
       result.durationMs = Date.now() - started;
       return result;
     }
+    // Sessions that this run did not resume belong to blobs that are no
+    // longer wanted, e.g. after a change of compression level.
+    if (client && result.failures.length === 0) {
+      await client.cancelRecordedUploads();
+    }
 
     emit({
       type: "phase",
@@ -497,9 +552,11 @@ export async function importArchive(
       fail(failureOf("charts", error));
     }
   } finally {
+    await publisher.settle();
     result.peakTemporaryBytes = layers.peakBytesOnDisk;
     await stager.cleanup();
     await layers.cleanup();
+    await journal?.flush().catch(() => undefined);
     if (!outputExisted) await removeIfEmpty(outputDir);
   }
   result.durationMs = Date.now() - started;

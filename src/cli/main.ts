@@ -28,6 +28,7 @@ interface ImportFlags {
   compressionLevel?: number;
   concurrency?: number;
   chunkSize?: number;
+  requestTimeout?: number;
   tempDir?: string;
   rewriteValues: boolean;
   keepOriginalCharts?: boolean;
@@ -55,6 +56,18 @@ function wholeNumber(option: string) {
   };
 }
 
+/** Parses a whole number above 0, failing with the option's name. */
+function positiveNumber(option: string) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value) || Number(value) === 0) {
+      throw new InvalidArgumentError(
+        `${option} needs a whole number above 0, not "${value}"`,
+      );
+    }
+    return Number(value);
+  };
+}
+
 const sizeUnits: Record<string, number> = {
   "": 1,
   k: 1024,
@@ -69,7 +82,7 @@ const sizeUnits: Record<string, number> = {
 export function parseByteSize(value: string): number {
   const match = /^(\d+)\s*([a-z]*)$/i.exec(value.trim());
   const unit = match ? sizeUnits[match[2].toLowerCase()] : undefined;
-  if (!match || unit === undefined || Number(match[1]) === 0) {
+  if (!match || unit === undefined) {
     throw new InvalidArgumentError(
       `"${value}" is not a size; write bytes, or a number with KiB, MiB or GiB, e.g. 16MiB`,
     );
@@ -181,6 +194,10 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
       compressionLevel: flags.compressionLevel,
       concurrency: flags.concurrency,
       chunkSize: flags.chunkSize,
+      requestTimeoutMs:
+        flags.requestTimeout === undefined
+          ? undefined
+          : flags.requestTimeout * 1000,
       tempDir: flags.tempDir,
       rewriteValues: flags.rewriteValues,
       keepOriginalCharts: flags.keepOriginalCharts,
@@ -340,8 +357,13 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
     )
     .option(
       "--chunk-size <size>",
-      "upload blobs in chunks of this size, e.g. 16MiB, to pass a proxy's request size limit",
+      "upload blobs in chunks of this size, e.g. 16MiB, to pass a proxy's request size limit; 0 sends each blob in one request (default: 64MiB chunks for blobs of 128MiB or more, which a later run can resume)",
       parseByteSize,
+    )
+    .option(
+      "--request-timeout <seconds>",
+      "fail a registry request that sends and receives nothing for this long (default: 120)",
+      positiveNumber("--request-timeout"),
     )
     .option(
       "--temp-dir <dir>",

@@ -106,6 +106,13 @@ export class ProgressRenderer {
       case "chart-written":
         this.#line(`  wrote ${event.chart.path}`);
         break;
+      case "upload-resume":
+        this.#line(
+          event.outcome === "resumed"
+            ? `  resuming blob ${event.digest} in ${event.repository} at ${formatSize(event.offset)} of ${formatSize(event.size)}`
+            : `  the registry no longer holds the earlier upload of blob ${event.digest} in ${event.repository}; uploading it from the start`,
+        );
+        break;
       case "request":
         if (this.#verbose)
           this.#line(`  ${event.method} ${event.url} ${event.status}`);
@@ -149,12 +156,18 @@ export function formatSummary(result: ImportResult): string {
       );
     }
   }
-  const { uploaded, mounted, existing, bytesUploaded } = result.blobs;
+  const { uploaded, mounted, existing, bytesUploaded, resumed, bytesResumed } =
+    result.blobs;
   if (uploaded + mounted + existing > 0) {
     lines.push(
       layout
         ? `Blobs: ${uploaded} written (${formatSize(bytesUploaded)}), ${existing} already there`
         : `Blobs: ${uploaded} uploaded (${formatSize(bytesUploaded)}), ${mounted} mounted from another repository, ${existing} already there`,
+    );
+  }
+  if (resumed > 0) {
+    lines.push(
+      `Resumed: ${countOf(resumed, "upload")} of an earlier run, whose first ${formatSize(bytesResumed)} were not sent again`,
     );
   }
   if (result.lists.length > 0) {

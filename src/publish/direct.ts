@@ -280,6 +280,14 @@ export class DirectPublisher {
    * Later placements of a digest wait for the first, so they can mount it
    * from there instead of uploading it again.
    */
+  /**
+   * Waits until no blob placement is running. After a cancel, an upload
+   * may still finish its chunk in flight and record it for a later run.
+   */
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.#inFlight.values());
+  }
+
   #place(repository: string, blob: BlobSource): Promise<void> {
     const key = `${repository} ${blob.digest}`;
     const existing = this.#inFlight.get(key);

@@ -15,6 +15,7 @@ import type { Credentials } from "./credentials.js";
 import { RegistryError, decodeErrorBody, redactUrl } from "./errors.js";
 import { manifestAccept } from "./media-types.js";
 import { Transport } from "./transport.js";
+import type { UploadJournal } from "./upload-journal.js";
 
 export interface RetryOptions {
   /** Times a request is sent at most, the first time included. Default 5. */
@@ -54,13 +55,40 @@ export interface RegistryClientOptions {
   onRequest?: (info: { method: string; url: string; status: number }) => void;
   /** Called before a request or an upload session is tried again. */
   onRetry?: (info: RetryInfo) => void;
+  /**
+   * Record of chunked uploads in progress. With it, an upload continues the
+   * recorded session of its blob from the offset the registry reports, and
+   * an interrupted upload keeps its session for a later run.
+   */
+  journal?: UploadJournal;
+  /** Called when an upload looks up a session from the journal. */
+  onResume?: (info: ResumeInfo) => void;
+  /**
+   * Milliseconds a request may go without sending or receiving a byte
+   * before it fails as timed out. Default 120000.
+   */
+  idleTimeoutMs?: number;
+}
+
+export interface ResumeInfo {
+  repository: string;
+  digest: string;
+  size: number;
+  /**
+   * `resumed` when the registry still held the session, with `offset` the
+   * bytes it holds; `expired` when it no longer did, so the upload starts over.
+   */
+  outcome: "resumed" | "expired";
+  offset: number;
 }
 
 export interface UploadOptions {
   /**
    * Upload in PATCH requests of this many bytes, or more when the registry
-   * sets a larger minimum with `OCI-Chunk-Min-Length`. Without it, one
-   * PUT carries the whole blob.
+   * sets a larger minimum with `OCI-Chunk-Min-Length`. 0 sends every blob in
+   * one PUT. By default, blobs of `autoChunkThreshold` bytes or more go in
+   * chunks of `autoChunkSize`, so that an interrupted upload can resume, and
+   * smaller blobs in one PUT.
    */
   chunkSize?: number;
   signal?: AbortSignal;
@@ -108,6 +136,8 @@ interface UploadSession {
   minChunkLength: number;
   /** Whether the registry stored the blob, after which a DELETE would be wrong. */
   completed: boolean;
+  /** Bytes the registry acknowledged so far. */
+  acknowledged: number;
   signal?: AbortSignal;
 }
 
@@ -122,6 +152,22 @@ const maxUploadSessions = 3;
 
 /** Chunk requests in a row that may fail to move the upload forward before it is given up. */
 const maxStalledChunks = 3;
+
+/** Size from which blobs are uploaded in chunks when no chunk size is set. */
+export const autoChunkThreshold = 128 * 1024 * 1024;
+
+/** Chunk size of blobs of `autoChunkThreshold` bytes or more when no chunk size is set. */
+export const autoChunkSize = 64 * 1024 * 1024;
+
+/**
+ * Time a chunk in flight may take to finish after the upload is cancelled.
+ * A registry such as distribution 2.8 drops the whole session when a chunk
+ * stops halfway, so finishing it keeps the session for a later run.
+ */
+const cancelGraceMs = 10_000;
+
+/** Slice of a buffer body handed to the socket at a time, so that the idle timer sees progress. */
+const bodySliceSize = 1024 * 1024;
 
 /** Whether a registry host is on this machine, where Docker allows plain HTTP. */
 export function isLoopbackRegistry(registry: string): boolean {
@@ -190,12 +236,57 @@ function cancelled(registry: string): PpaLoadError {
 
 function checkChunkSize(chunkSize: number | undefined): void {
   if (chunkSize === undefined) return;
-  if (!Number.isSafeInteger(chunkSize) || chunkSize <= 0) {
+  if (!Number.isSafeInteger(chunkSize) || chunkSize < 0) {
     throw new PpaLoadError(
       "USAGE",
-      `invalid chunk size "${chunkSize}": use a whole number of bytes above 0`,
+      `invalid chunk size "${chunkSize}": use a whole number of bytes, or 0 for one request per blob`,
     );
   }
+}
+
+/** Returns the chunk size for a blob, or undefined for one PUT. */
+function chunkSizeFor(blob: BlobSource, chunkSize: number | undefined) {
+  if (chunkSize === 0) return undefined;
+  if (chunkSize !== undefined) return chunkSize;
+  return blob.size >= autoChunkThreshold ? autoChunkSize : undefined;
+}
+
+/**
+ * Returns a signal that aborts `graceMs` after `signal` does, and a function
+ * that stops watching `signal`.
+ */
+function delayedSignal(
+  signal: AbortSignal | undefined,
+  graceMs: number,
+): { signal: AbortSignal | undefined; dispose: () => void } {
+  if (!signal) return { signal: undefined, dispose: () => undefined };
+  const controller = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const start = () => {
+    timer = setTimeout(() => controller.abort(signal.reason), graceMs);
+  };
+  if (signal.aborted) start();
+  else signal.addEventListener("abort", start, { once: true });
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      signal.removeEventListener("abort", start);
+      clearTimeout(timer);
+    },
+  };
+}
+
+function isConnectionError(error: unknown): boolean {
+  for (let cause = error; cause instanceof Error; cause = cause.cause) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    if (
+      code &&
+      /^E(CONNRESET|CONNREFUSED|PIPE|TIMEDOUT|CONNABORTED)$/.test(code)
+    ) {
+      return true;
+    }
+  }
+  return false;
 }
 
 /**
@@ -212,6 +303,9 @@ export class RegistryClient {
   readonly #retry: Required<RetryOptions>;
   readonly #onRequest?: RegistryClientOptions["onRequest"];
   readonly #onRetry?: RegistryClientOptions["onRetry"];
+  readonly #journal?: UploadJournal;
+  readonly #onResume?: RegistryClientOptions["onResume"];
+  readonly #idleTimeoutMs: number;
   #challenge: Challenge | undefined;
   readonly #tokens = new Map<string, { token: string; expiresAt: number }>();
 
@@ -234,6 +328,9 @@ export class RegistryClient {
     };
     this.#onRequest = options.onRequest;
     this.#onRetry = options.onRetry;
+    this.#journal = options.journal;
+    this.#onResume = options.onResume;
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? 120_000;
   }
 
   /** Closes the pooled connections. The client can still send requests afterwards. */
@@ -407,18 +504,23 @@ export class RegistryClient {
 
   /**
    * Uploads a blob: POST opens an upload session, then one PUT carries the
-   * whole blob, or with `chunkSize` PATCH requests carry it in chunks and an
-   * empty PUT closes the session.
+   * whole blob, or PATCH requests carry it in chunks and an empty PUT closes
+   * the session (see UploadOptions.chunkSize).
    *
    * Each step follows the `Location` the registry returned last. After a 416
    * the chunk is sent again from the offset that a GET on the session
    * reports. Responses 429, 502, 503 and 504 are retried after `Retry-After`
    * or a growing wait. A 401 that rejects a bearer token fetches a new token
    * and sends the body again from its first byte. A session that the registry
-   * reports as unknown (404) is started over. On failure the session is
-   * cancelled with a DELETE. The blob's bytes are checked against its size
-   * and digest as they are read, and the digest that the registry reports
-   * must match.
+   * reports as unknown (404) is started over. The blob's bytes are checked
+   * against its size and digest as they are read, and the digest that the
+   * registry reports must match.
+   *
+   * With a journal, each acknowledged chunk is recorded, and an upload first
+   * asks the registry how much of the recorded session it holds and sends
+   * only the rest. A cancelled or disconnected upload with acknowledged
+   * chunks keeps its session for that; any other failure cancels the session
+   * with a DELETE.
    */
   async uploadBlob(
     repository: string,
@@ -453,22 +555,99 @@ export class RegistryClient {
     blob: BlobSource,
     options: UploadOptions,
   ): Promise<void> {
-    const session = await this.#startUpload(repository, blob, options.signal);
+    const chunkSize = chunkSizeFor(blob, options.chunkSize);
+    const resumed = await this.#resumeSession(repository, blob, options.signal);
+    const session =
+      resumed?.session ??
+      (await this.#startUpload(repository, blob, options.signal));
     try {
       // The spec's minimum applies to every chunk but the last. One PUT of the
       // whole blob is a single, final chunk, so the minimum does not apply.
+      // A resumed session sends the rest as chunks, because only a PATCH
+      // states where its bytes start.
       const response =
-        options.chunkSize === undefined
+        chunkSize === undefined && !resumed
           ? await this.#putWhole(session)
           : await this.#putChunks(
               session,
-              Math.max(options.chunkSize, session.minChunkLength),
+              Math.max(chunkSize ?? blob.size, session.minChunkLength, 1),
+              resumed?.offset ?? 0,
             );
       this.#checkStoredDigest(session, response);
     } catch (error) {
-      if (!session.completed) await this.#cancelUpload(session);
+      if (!session.completed) {
+        const keep =
+          session.acknowledged > 0 &&
+          this.#journal !== undefined &&
+          (options.signal?.aborted === true || isConnectionError(error));
+        if (!keep) {
+          await this.#cancelUpload(session);
+          await this.#journal?.remove(this.registry, repository, blob.digest);
+        }
+      }
       throw error;
     }
+    await this.#journal?.remove(this.registry, repository, blob.digest);
+  }
+
+  /**
+   * Opens the journal's session of the blob again and returns it with the
+   * number of bytes the registry holds, or undefined when there is no
+   * session or the registry no longer has it.
+   */
+  async #resumeSession(
+    repository: string,
+    blob: BlobSource,
+    signal: AbortSignal | undefined,
+  ): Promise<{ session: UploadSession; offset: number } | undefined> {
+    const entry = this.#journal?.find(this.registry, repository, blob.digest);
+    if (!entry) return undefined;
+    const session: UploadSession = {
+      repository,
+      blob,
+      url: entry.url,
+      minChunkLength: 0,
+      completed: false,
+      acknowledged: entry.offset,
+      signal,
+    };
+    let offset: number | undefined;
+    try {
+      const response = await this.#request(entry.url, {
+        scopes: pushScopes(repository),
+        signal,
+      });
+      await discard(response);
+      if (response.status === 204 || response.status === 200) {
+        this.#follow(session, response, entry.url);
+        const end = rangeEnd(response);
+        // "0-0" is ambiguous (nothing, or one byte), so it counts as nothing.
+        offset = end === undefined || end === 0 ? undefined : end + 1;
+      }
+    } catch (error) {
+      if (signal?.aborted) throw error;
+      offset = undefined;
+    }
+    if (offset === undefined || offset > blob.size) {
+      await this.#journal!.remove(this.registry, repository, blob.digest);
+      this.#onResume?.({
+        repository,
+        digest: blob.digest,
+        size: blob.size,
+        outcome: "expired",
+        offset: entry.offset,
+      });
+      return undefined;
+    }
+    session.acknowledged = offset;
+    this.#onResume?.({
+      repository,
+      digest: blob.digest,
+      size: blob.size,
+      outcome: "resumed",
+      offset,
+    });
+    return { session, offset };
   }
 
   async #startUpload(
@@ -489,6 +668,7 @@ export class RegistryClient {
       url,
       minChunkLength: 0,
       completed: false,
+      acknowledged: 0,
       signal,
     };
     if (response.status !== 202) {
@@ -547,17 +727,23 @@ export class RegistryClient {
     return response;
   }
 
-  /** Sends the blob in PATCH requests of `chunkSize` bytes, then closes the session with an empty PUT. */
+  /**
+   * Sends the blob from byte `start` in PATCH requests of `chunkSize` bytes,
+   * then closes the session with an empty PUT. A chunk in flight when the
+   * upload is cancelled gets `cancelGraceMs` to finish.
+   */
   async #putChunks(
     session: UploadSession,
     chunkSize: number,
+    start: number,
   ): Promise<Response> {
     const { blob } = session;
     const scopes = pushScopes(session.repository);
     const reader = new BlobReader(blob);
+    const chunkSignal = delayedSignal(session.signal, cancelGraceMs);
     try {
-      let offset = 0;
-      let furthest = 0;
+      let offset = start;
+      let furthest = start;
       let stalled = 0;
       while (offset < blob.size) {
         if (session.signal?.aborted) throw cancelled(this.registry);
@@ -573,7 +759,7 @@ export class RegistryClient {
             "content-range": `${offset}-${last}`,
           },
           body: chunk,
-          signal: session.signal,
+          signal: chunkSignal.signal,
         });
         let next: number;
         if (response.status === 202 || response.status === 204) {
@@ -592,6 +778,17 @@ export class RegistryClient {
             url,
             length,
           );
+        }
+        session.acknowledged = next;
+        if (next > 0 && next < blob.size) {
+          await this.#journal?.record({
+            registry: this.registry,
+            repository: session.repository,
+            digest: blob.digest,
+            size: blob.size,
+            url: session.url,
+            offset: next,
+          });
         }
         // Progress counts only past the furthest offset reached, so a
         // registry whose acknowledgements go back and forth still stops.
@@ -612,6 +809,7 @@ export class RegistryClient {
       // and digest checks see every byte before the session is closed.
       await reader.finish();
     } finally {
+      chunkSignal.dispose();
       reader.close();
     }
 
@@ -687,6 +885,29 @@ export class RegistryClient {
         {
           hint: "the registry or a proxy changed the uploaded bytes; run the import again",
         },
+      );
+    }
+  }
+
+  /**
+   * Cancels the journal's upload sessions on this registry and forgets them.
+   * A run calls it after it has published everything, when any session left
+   * belongs to a blob it no longer uploads.
+   */
+  async cancelRecordedUploads(): Promise<void> {
+    for (const entry of this.#journal?.entries() ?? []) {
+      if (entry.registry !== this.registry) continue;
+      await this.#request(entry.url, {
+        method: "DELETE",
+        scopes: pushScopes(entry.repository),
+        retry: false,
+      })
+        .then(discard)
+        .catch(() => undefined);
+      await this.#journal!.remove(
+        entry.registry,
+        entry.repository,
+        entry.digest,
       );
     }
   }
@@ -882,14 +1103,40 @@ export class RegistryClient {
     // An error of the body stream also reaches node-fetch; this listener
     // keeps it from being reported as unhandled when the response came first.
     stream?.on("error", () => undefined);
+    // The idle timer restarts whenever the socket takes another piece of
+    // the body, so a large upload on a slow link does not time out.
+    const idle = new AbortController();
+    const timer = setTimeout(() => idle.abort(), this.#idleTimeoutMs);
+    const touch = new Transform({
+      transform(chunk, _encoding, callback) {
+        timer.refresh();
+        callback(null, chunk);
+      },
+    });
+    let body: Readable | Buffer | string | undefined;
+    if (stream) {
+      stream.on("error", (error) => touch.destroy(error));
+      body = stream.pipe(touch);
+    } else if (
+      Buffer.isBuffer(options.body) &&
+      options.body.length > bodySliceSize
+    ) {
+      headers["content-length"] = String(options.body.length);
+      body = Readable.from(slices(options.body, bodySliceSize)).pipe(touch);
+    } else {
+      body = options.body as Buffer | string | undefined;
+    }
+    const signal = options.signal
+      ? AbortSignal.any([options.signal, idle.signal])
+      : idle.signal;
     const init: RequestInit = {
       method,
       headers,
-      body: stream ?? (options.body as Buffer | string | undefined),
+      body,
       redirect: "follow",
       // A function, so that a redirect to another host or scheme gets its own agent.
       agent: (redirected: URL) => this.#transport.agentFor(redirected),
-      signal: options.signal,
+      signal,
     };
     let response: Response;
     try {
@@ -897,7 +1144,10 @@ export class RegistryClient {
     } catch (error) {
       if (stream?.failure) throw stream.failure;
       if (options.signal?.aborted) throw cancelled(this.registry);
+      if (idle.signal.aborted) throw this.#timedOut(target, method);
       throw this.#unreachable(target, method, error);
+    } finally {
+      clearTimeout(timer);
     }
     this.#onRequest?.({ method, url: redactUrl(url), status: response.status });
     if (stream && response.status >= 300 && !stream.readableEnded) {
@@ -908,6 +1158,7 @@ export class RegistryClient {
         await response.arrayBuffer().catch(() => new ArrayBuffer(0)),
       );
       stream.destroy();
+      touch.destroy();
       response = new Response(answer, {
         status: response.status,
         statusText: response.statusText,
@@ -915,6 +1166,22 @@ export class RegistryClient {
       });
     }
     return response;
+  }
+
+  #timedOut(target: URL, method: string): PpaLoadError {
+    const seconds = Math.round(this.#idleTimeoutMs / 1000);
+    // ETIMEDOUT marks it as a connection failure, which callers retry.
+    const cause = Object.assign(new Error(`no data moved for ${seconds} s`), {
+      code: "ETIMEDOUT",
+    });
+    return new PpaLoadError(
+      "REGISTRY",
+      `${method} ${redactUrl(target.href)} timed out: ${this.registry} sent and took no data for ${seconds} s`,
+      {
+        cause,
+        hint: "check that the registry and any proxy in front of it are healthy, then run the import again; it continues where it stopped",
+      },
+    );
   }
 
   #unreachable(target: URL, method: string, error: unknown): PpaLoadError {
@@ -939,6 +1206,12 @@ export class RegistryClient {
       `cannot reach ${this.registry} (${method} ${redactUrl(target.href)}): ${errorMessage(error)}`,
       { cause: error, hint },
     );
+  }
+}
+
+function* slices(buffer: Buffer, size: number): Generator<Buffer> {
+  for (let start = 0; start < buffer.length; start += size) {
+    yield buffer.subarray(start, start + size);
   }
 }
 

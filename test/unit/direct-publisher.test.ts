@@ -104,7 +104,14 @@ function emptyResult(): ImportResult {
     skipped: [],
     warnings: [],
     failures: [],
-    blobs: { uploaded: 0, mounted: 0, existing: 0, bytesUploaded: 0 },
+    blobs: {
+      uploaded: 0,
+      mounted: 0,
+      existing: 0,
+      bytesUploaded: 0,
+      resumed: 0,
+      bytesResumed: 0,
+    },
     peakTemporaryBytes: 0,
     durationMs: 0,
   };
@@ -176,6 +183,8 @@ describe("DirectPublisher", () => {
       mounted: 3,
       existing: 0,
       bytesUploaded: base.size + top.size + config.length,
+      resumed: 0,
+      bytesResumed: 0,
     });
   });
 

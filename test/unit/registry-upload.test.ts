@@ -15,9 +15,13 @@ import { RegistryTarget } from "../../src/publish/registry-target.js";
 import {
   RegistryClient,
   type RegistryClientOptions,
+  type ResumeInfo,
   type RetryInfo,
+  autoChunkSize,
+  autoChunkThreshold,
   parseRetryAfter,
 } from "../../src/registry/client.js";
+import { UploadJournal } from "../../src/registry/upload-journal.js";
 import { RegistryError } from "../../src/registry/errors.js";
 import { proxyFor, proxySettings } from "../../src/registry/transport.js";
 
@@ -950,6 +954,219 @@ describe("RegistryClient.uploadBlob authentication", () => {
       expect(request.headers.authorization).toBeUndefined();
     }
     expect(storage.blobs.get(`ns/app@${blob.digest}`)).toEqual(blob.bytes);
+  });
+});
+
+describe("RegistryClient.uploadBlob resumes", () => {
+  let folder: string;
+  beforeAll(async () => {
+    folder = await mkdtemp(join(tmpdir(), "ppa-load-journal-"));
+  });
+  afterAll(async () => {
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  /** Uploads until the second chunk arrives, then cancels, as Ctrl-C does. */
+  async function interruptedUpload(
+    registry: FakeRegistry,
+    blob: TestBlob,
+    file: string,
+  ): Promise<void> {
+    const controller = new AbortController();
+    let patches = 0;
+    registry.intercept = (request) => {
+      if (request.method === "PATCH" && ++patches === 2) controller.abort();
+      return undefined;
+    };
+    const journal = await UploadJournal.open(file);
+    const upload = clientFor(registry, { journal }).uploadBlob("ns/app", blob, {
+      chunkSize: 3000,
+      signal: controller.signal,
+    });
+    await expect(upload).rejects.toThrow(/cancelled/);
+    registry.intercept = undefined;
+  }
+
+  it("keeps the session of a cancelled upload", async () => {
+    const registry = await startRegistry();
+    const blob = testBlob(randomBytes(10_000));
+    const file = join(folder, "keep.json");
+
+    await interruptedUpload(registry, blob, file);
+
+    expect(registry.cancelled).toEqual([]);
+    const saved = JSON.parse(await readFile(file, "utf8"));
+    expect(saved.uploads).toHaveLength(1);
+    expect(saved.uploads[0].offset).toBe(6000);
+    expect(saved.uploads[0].digest).toBe(blob.digest);
+  });
+
+  it("sends only the rest in a later run", async () => {
+    const registry = await startRegistry();
+    const blob = testBlob(randomBytes(10_000));
+    const file = join(folder, "rest.json");
+    await interruptedUpload(registry, blob, file);
+    registry.requests.length = 0;
+    const resumes: ResumeInfo[] = [];
+
+    const journal = await UploadJournal.open(file);
+    await clientFor(registry, {
+      journal,
+      onResume: (info) => resumes.push(info),
+    }).uploadBlob("ns/app", blob);
+
+    expect(resumes).toEqual([
+      expect.objectContaining({ outcome: "resumed", offset: 6000 }),
+    ]);
+    expect(registry.of("POST")).toHaveLength(0);
+    expect(registry.of("PATCH").map((r) => r.headers["content-range"])).toEqual(
+      ["6000-9999"],
+    );
+    expect(registry.blobs.get(`ns/app@${blob.digest}`)).toEqual(blob.bytes);
+    await expect(readFile(file)).rejects.toThrow(/ENOENT/);
+  });
+
+  it("starts over when the session is gone", async () => {
+    const registry = await startRegistry();
+    const blob = testBlob(randomBytes(10_000));
+    const file = join(folder, "gone.json");
+    await interruptedUpload(registry, blob, file);
+    registry.uploads.clear();
+    const resumes: ResumeInfo[] = [];
+
+    const journal = await UploadJournal.open(file);
+    await clientFor(registry, {
+      journal,
+      onResume: (info) => resumes.push(info),
+    }).uploadBlob("ns/app", blob, { chunkSize: 3000 });
+
+    expect(resumes).toEqual([
+      expect.objectContaining({ outcome: "expired", offset: 6000 }),
+    ]);
+    expect(registry.blobs.get(`ns/app@${blob.digest}`)).toEqual(blob.bytes);
+    await expect(readFile(file)).rejects.toThrow(/ENOENT/);
+  });
+
+  it("cancels the session of a failed upload", async () => {
+    const registry = await startRegistry();
+    const blob = testBlob(randomBytes(10_000));
+    const file = join(folder, "failed.json");
+    let patches = 0;
+    registry.intercept = (request) =>
+      request.method === "PATCH" && ++patches === 2
+        ? { status: 403, body: errorBody("DENIED", "no") }
+        : undefined;
+
+    const journal = await UploadJournal.open(file);
+    const upload = clientFor(registry, { journal }).uploadBlob("ns/app", blob, {
+      chunkSize: 3000,
+    });
+
+    await expect(upload).rejects.toThrow(RegistryError);
+    expect(registry.cancelled).toEqual(["session-1"]);
+    await expect(readFile(file)).rejects.toThrow(/ENOENT/);
+  });
+
+  it("cancels recorded sessions no run resumed", async () => {
+    const registry = await startRegistry();
+    const blob = testBlob(randomBytes(10_000));
+    const file = join(folder, "stale.json");
+    await interruptedUpload(registry, blob, file);
+
+    const journal = await UploadJournal.open(file);
+    await clientFor(registry, { journal }).cancelRecordedUploads();
+
+    expect(registry.cancelled).toEqual(["session-1"]);
+    expect(journal.entries()).toEqual([]);
+    await expect(readFile(file)).rejects.toThrow(/ENOENT/);
+  });
+
+  it("uploads large blobs in chunks by default", async () => {
+    const registry = await startRegistry();
+    const size = autoChunkThreshold;
+    const blob: BlobSource = {
+      digest: sha256(Buffer.alloc(size)),
+      size,
+      mediaType: "application/octet-stream",
+      open: () => Readable.from(zeroes(size)),
+    };
+
+    await clientFor(registry).uploadBlob("ns/app", blob);
+
+    expect(registry.of("PATCH")).toHaveLength(size / autoChunkSize);
+    expect(registry.blobs.get(`ns/app@${blob.digest}`)?.length).toBe(size);
+  });
+
+  it("sends a blob in one PUT with chunk size 0", async () => {
+    const registry = await startRegistry();
+    const blob = testBlob(randomBytes(10_000));
+
+    await clientFor(registry).uploadBlob("ns/app", blob, { chunkSize: 0 });
+
+    expect(registry.of("PATCH")).toHaveLength(0);
+    expect(registry.blobs.get(`ns/app@${blob.digest}`)).toEqual(blob.bytes);
+  });
+});
+
+function* zeroes(size: number): Generator<Buffer> {
+  const piece = Buffer.alloc(4 * 1024 * 1024);
+  for (let sent = 0; sent < size; sent += piece.length) {
+    yield piece.subarray(0, Math.min(piece.length, size - sent));
+  }
+}
+
+describe("RegistryClient idle timeout", () => {
+  it("fails a request that gets no response", async () => {
+    const server = http.createServer(() => undefined);
+    await new Promise<void>((resolve) =>
+      server.listen(0, "127.0.0.1", resolve),
+    );
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      const client = new RegistryClient({
+        registry: `127.0.0.1:${port}`,
+        env: {},
+        idleTimeoutMs: 200,
+      });
+
+      const error = await client.ping().catch((caught: unknown) => caught);
+
+      expect(error).toBeInstanceOf(PpaLoadError);
+      expect((error as Error).message).toMatch(
+        /GET http:\/\/127\.0\.0\.1:\d+\/v2\/ timed out: .* no data for 0 s/,
+      );
+      expect((error as PpaLoadError).hint).toMatch(/run the import again/);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it("keeps a slow upload alive while bytes move", async () => {
+    const registry = await startRegistry();
+    const bytes = randomBytes(64 * 1024);
+    const blob: BlobSource = {
+      digest: sha256(bytes),
+      size: bytes.length,
+      mediaType: "application/octet-stream",
+      // Eight pieces 100 ms apart: slower than the timeout as a whole.
+      open: () =>
+        Readable.from(
+          (async function* () {
+            for (let i = 0; i < 8; i++) {
+              await new Promise((resolve) => setTimeout(resolve, 100));
+              yield bytes.subarray(i * 8192, (i + 1) * 8192);
+            }
+          })(),
+        ),
+    };
+
+    await clientFor(registry, { idleTimeoutMs: 300 }).uploadBlob(
+      "ns/app",
+      blob,
+    );
+
+    expect(registry.blobs.get(`ns/app@${blob.digest}`)).toEqual(bytes);
   });
 });
 
