@@ -135,7 +135,7 @@ export class OciLayoutTarget implements PublishTarget {
   /**
    * Writes the blob through a temporary file in the blob folder and renames
    * it into place once its size and sha256 match the descriptor. A blob file
-   * that exists with the expected size counts as present. `mountFrom` is
+   * that exists with the expected size and sha256 counts as present. `mountFrom` is
    * ignored because all repositories share one blob store.
    */
   async putBlob(
@@ -297,10 +297,16 @@ export class OciLayoutTarget implements PublishTarget {
   ): Promise<BlobOutcome> {
     const path = join(this.#blobFolder, hex);
     const existing = await statIfExists(path);
-    if (existing?.isFile() && existing.size === blob.size) return "exists";
+    if (
+      existing?.isFile() &&
+      existing.size === blob.size &&
+      (await fileDigest(path, signal)) === blob.digest
+    ) {
+      return "exists";
+    }
 
-    // A file with another size is a leftover of an interrupted write by
-    // another tool, so it is replaced.
+    // A file with another size or digest is a leftover of an interrupted
+    // write or a damaged copy, so it is replaced.
     const temporary = temporaryPath(path);
     const hash = createHash("sha256");
     let written = 0;
@@ -642,4 +648,16 @@ async function statIfExists(path: string): Promise<Stats | undefined> {
 
 function errorCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | undefined)?.code;
+}
+
+/** Returns the `sha256:` digest of a file's bytes. */
+async function fileDigest(
+  path: string,
+  signal: AbortSignal | undefined,
+): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(path, { signal })) {
+    hash.update(chunk as Buffer);
+  }
+  return `sha256:${hash.digest("hex")}`;
 }

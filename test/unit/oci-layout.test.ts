@@ -448,6 +448,19 @@ describe("OciLayoutTarget.putBlob", () => {
     expect(await readFile(blobPath(folder, layer.digest))).toEqual(bytes);
   });
 
+  it("replaces a damaged blob file of the right size", async () => {
+    const target = new OciLayoutTarget(folder);
+    const { layer } = buildImage("amd64");
+    await target.check();
+    const bytes = await readAll(layer);
+    const damaged = Buffer.from(bytes);
+    damaged[damaged.length - 1] ^= 0xff;
+    await writeFile(blobPath(folder, layer.digest), damaged);
+
+    expect(await target.putBlob("ns/app", layer)).toBe("uploaded");
+    expect(await readFile(blobPath(folder, layer.digest))).toEqual(bytes);
+  });
+
   it("rejects a digest that is not sha256 hex", async () => {
     const target = new OciLayoutTarget(folder);
     const blob = blobOf(Buffer.from("x"), OCI_LAYER, {
