@@ -10,9 +10,11 @@ import { text } from "node:stream/consumers";
 
 import { ExitCode, PpaLoadError } from "../errors.js";
 import { importArchive } from "../import.js";
-import { inspectArchive } from "../inspect.js";
-import { formatPlatform } from "../events.js";
+import { runInspect } from "./inspect-command.js";
+import type { CliIO } from "./io.js";
 import { ProgressRenderer, formatError, formatSummary } from "./render.js";
+
+export type { CliIO } from "./io.js";
 
 interface ImportFlags {
   archive: string;
@@ -233,51 +235,6 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
   } finally {
     removeHandlers();
   }
-}
-
-async function runInspect(
-  flags: {
-    archive: string;
-    namespace?: string;
-    registry?: string;
-    mapPlusInTags?: string;
-  },
-  io: CliIO,
-): Promise<number> {
-  try {
-    const result = await inspectArchive(flags);
-    const { plan } = result;
-    const lines = [
-      `${flags.archive}: manifests ${result.manifests.join(", ") || "none"}`,
-    ];
-    for (const ref of plan.references) {
-      lines.push(
-        `  image ${ref.source} (${ref.tarball}, ${formatPlatform(ref.platform)}) -> ${ref.target.repository}:${ref.target.tag}`,
-      );
-    }
-    for (const list of plan.lists) {
-      lines.push(
-        `  manifest list ${list.source} -> ${list.target.repository}:${list.target.tag}`,
-      );
-    }
-    for (const chart of plan.charts) lines.push(`  chart ${chart.entry}`);
-    for (const skipped of plan.skipped)
-      lines.push(`  skipped ${skipped.item}: ${skipped.reason}`);
-    for (const warning of plan.warnings) lines.push(`  warning: ${warning}`);
-    for (const error of plan.errors) lines.push(`  problem: ${error}`);
-    io.stdout.write(`${lines.join("\n")}\n`);
-    return plan.errors.length > 0 ? ExitCode.failure : ExitCode.success;
-  } catch (error) {
-    io.stderr.write(`${formatError(error)}\n`);
-    return error instanceof PpaLoadError ? error.exitCode : ExitCode.failure;
-  }
-}
-
-export interface CliIO {
-  stdin: NodeJS.ReadableStream;
-  stdout: NodeJS.WriteStream;
-  stderr: NodeJS.WriteStream;
-  env: NodeJS.ProcessEnv;
 }
 
 function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
