@@ -12,6 +12,31 @@ export type ImportEvent =
   | { type: "tarball-loaded"; tarball: string; images: LoadedImage[] }
   | { type: "tarball-failed"; tarball: string; message: string }
   | { type: "plan"; plan: Plan }
+  | {
+      type: "reference-started";
+      /** `REGISTRY/NAMESPACE/PATH:TAG`. */
+      target: string;
+      source: string;
+      platform: Platform;
+      /** The config and layer blobs of the image manifest. */
+      blobs: { digest: string; size: number }[];
+    }
+  | {
+      type: "blob-progress";
+      /** Repository path in the registry's API, without the registry host. */
+      repository: string;
+      digest: string;
+      size: number;
+      /** Bytes handed to the connection so far; at most four events a second per blob. */
+      bytesSent: number;
+    }
+  | {
+      type: "blob-placed";
+      repository: string;
+      digest: string;
+      size: number;
+      outcome: "uploaded" | "mounted" | "exists";
+    }
   | { type: "reference-pushed"; reference: PublishedReference }
   | { type: "list-pushed"; list: PublishedList }
   | { type: "chart-written"; chart: WrittenChart }

@@ -17,6 +17,13 @@ export interface BlobSource {
 /** Outcome of placing a blob in a repository. */
 export type BlobOutcome = "exists" | "mounted" | "uploaded";
 
+export interface PutBlobOptions {
+  mountFrom?: string[];
+  signal?: AbortSignal;
+  /** Called as the blob's bytes go out, with the count from its first byte. */
+  onProgress?: (bytesSent: number) => void;
+}
+
 /**
  * Destination of the direct path's blobs and manifests: a registry, or an
  * OCI image layout on disk.
@@ -39,7 +46,7 @@ export interface PublishTarget {
   putBlob(
     repository: string,
     blob: BlobSource,
-    options?: { mountFrom?: string[]; signal?: AbortSignal },
+    options?: PutBlobOptions,
   ): Promise<BlobOutcome>;
   /**
    * Stores a manifest under `reference` (a tag, or the manifest's own digest)

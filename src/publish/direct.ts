@@ -183,6 +183,13 @@ export class DirectPublisher {
     try {
       const repository = this.#apiRepository(ref.target.repository);
       const built = this.#buildManifest(ref, repository);
+      this.#context.emit({
+        type: "reference-started",
+        target,
+        source: ref.source,
+        platform: ref.platform,
+        blobs: built.blobs.map(({ digest, size }) => ({ digest, size })),
+      });
       await Promise.all(
         built.blobs.map((blob) => this.#place(repository, blob)),
       );
@@ -304,16 +311,38 @@ export class DirectPublisher {
 
   async #put(repository: string, blob: BlobSource): Promise<void> {
     const holders = [...(this.#placed.get(blob.digest) ?? [])];
+    const { emit } = this.#context;
+    let reported = 0;
+    const onProgress = (bytesSent: number) => {
+      const now = Date.now();
+      if (now - reported < progressIntervalMs) return;
+      reported = now;
+      emit({
+        type: "blob-progress",
+        repository,
+        digest: blob.digest,
+        size: blob.size,
+        bytesSent,
+      });
+    };
     const outcome = await this.#limiter.run(() =>
       withRetries(
         () =>
           this.#context.target.putBlob(repository, blob, {
             mountFrom: holders,
             signal: this.#context.signal,
+            onProgress,
           }),
         this.#context.signal,
       ),
     );
+    emit({
+      type: "blob-placed",
+      repository,
+      digest: blob.digest,
+      size: blob.size,
+      outcome,
+    });
     const counts = this.#context.result.blobs;
     if (outcome === "uploaded") {
       counts.uploaded += 1;
@@ -340,6 +369,9 @@ export class DirectPublisher {
     reportFailure(this.#context.result, this.#context.emit, failure);
   }
 }
+
+/** Minimum time between two progress events of one blob. */
+const progressIntervalMs = 250;
 
 /** Attempts per blob when the connection fails, as it does when a proxy or registry restarts. */
 const blobAttempts = 3;

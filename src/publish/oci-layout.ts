@@ -15,7 +15,12 @@ import { dirname, join, resolve } from "node:path";
 import { type Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
-import type { BlobOutcome, BlobSource, PublishTarget } from "../blobs/blob.js";
+import type {
+  BlobOutcome,
+  BlobSource,
+  PublishTarget,
+  PutBlobOptions,
+} from "../blobs/blob.js";
 import { PpaLoadError, errorMessage } from "../errors.js";
 import { MediaType } from "../registry/media-types.js";
 
@@ -141,7 +146,7 @@ export class OciLayoutTarget implements PublishTarget {
   async putBlob(
     repository: string,
     blob: BlobSource,
-    options: { mountFrom?: string[]; signal?: AbortSignal } = {},
+    options: PutBlobOptions = {},
   ): Promise<BlobOutcome> {
     const hex = digestHex(blob.digest);
     await this.#prepare();
@@ -151,7 +156,7 @@ export class OciLayoutTarget implements PublishTarget {
       await pending.catch(() => undefined);
       pending = this.#blobWrites.get(blob.digest);
     }
-    const write = this.#storeBlob(repository, hex, blob, options.signal);
+    const write = this.#storeBlob(repository, hex, blob, options);
     this.#blobWrites.set(blob.digest, write);
     try {
       return await write;
@@ -293,8 +298,9 @@ export class OciLayoutTarget implements PublishTarget {
     repository: string,
     hex: string,
     blob: BlobSource,
-    signal: AbortSignal | undefined,
+    options: PutBlobOptions,
   ): Promise<BlobOutcome> {
+    const { signal, onProgress } = options;
     const path = join(this.#blobFolder, hex);
     const existing = await statIfExists(path);
     if (
@@ -313,6 +319,7 @@ export class OciLayoutTarget implements PublishTarget {
     const meter = new Transform({
       transform(chunk: Buffer, _encoding, callback) {
         written += chunk.length;
+        onProgress?.(written);
         if (written > blob.size) {
           callback(blobSizeError(repository, blob, written));
           return;

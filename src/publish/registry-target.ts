@@ -1,6 +1,11 @@
 import { PassThrough, type Readable } from "node:stream";
 
-import type { BlobOutcome, BlobSource, PublishTarget } from "../blobs/blob.js";
+import type {
+  BlobOutcome,
+  BlobSource,
+  PublishTarget,
+  PutBlobOptions,
+} from "../blobs/blob.js";
 import { PpaLoadError } from "../errors.js";
 import type { RegistryClient } from "../registry/client.js";
 import { RegistryError } from "../registry/errors.js";
@@ -57,7 +62,7 @@ export class RegistryTarget implements PublishTarget {
   async putBlob(
     repository: string,
     blob: BlobSource,
-    options: { mountFrom?: string[]; signal?: AbortSignal } = {},
+    options: PutBlobOptions = {},
   ): Promise<BlobOutcome> {
     if (await this.#client.hasBlob(repository, blob.digest)) return "exists";
     for (const source of options.mountFrom ?? []) {
@@ -70,6 +75,7 @@ export class RegistryTarget implements PublishTarget {
     await this.#client.uploadBlob(repository, blob, {
       chunkSize: this.#chunkSize,
       signal: options.signal,
+      onProgress: options.onProgress,
     });
     return "uploaded";
   }

@@ -92,6 +92,12 @@ export interface UploadOptions {
    */
   chunkSize?: number;
   signal?: AbortSignal;
+  /**
+   * Called as the body goes out, with the number of the blob's bytes from
+   * its first byte that have been handed to the connection. It can go back
+   * when part of the blob is sent again.
+   */
+  onProgress?: (bytesSent: number) => void;
 }
 
 export interface ManifestResult {
@@ -122,6 +128,8 @@ interface RequestOptions {
   signal?: AbortSignal;
   /** Whether 429, 502, 503 and 504 are retried; true by default. */
   retry?: boolean;
+  /** Called with the size of each piece of the body as it goes out. */
+  onBodyBytes?: (bytes: number) => void;
 }
 
 /** An upload session that the registry opened with a POST. */
@@ -139,6 +147,7 @@ interface UploadSession {
   /** Bytes the registry acknowledged so far. */
   acknowledged: number;
   signal?: AbortSignal;
+  onProgress?: (bytesSent: number) => void;
 }
 
 /**
@@ -560,6 +569,7 @@ export class RegistryClient {
     const session =
       resumed?.session ??
       (await this.#startUpload(repository, blob, options.signal));
+    session.onProgress = options.onProgress;
     try {
       // The spec's minimum applies to every chunk but the last. One PUT of the
       // whole blob is a single, final chunk, so the minimum does not apply.
@@ -707,6 +717,7 @@ export class RegistryClient {
     const { blob } = session;
     const url = withDigest(session.url, blob.digest);
     let body: BlobStream | undefined;
+    let sent = 0;
     const response = await this.#request(url, {
       method: "PUT",
       scopes: pushScopes(session.repository),
@@ -714,8 +725,12 @@ export class RegistryClient {
         "content-type": "application/octet-stream",
         "content-length": String(blob.size),
       },
-      body: () => (body = new BlobStream(blob)),
+      body: () => {
+        sent = 0;
+        return (body = new BlobStream(blob));
+      },
       signal: session.signal,
+      onBodyBytes: (bytes) => session.onProgress?.((sent += bytes)),
     });
     // A failed read or check of the blob explains whatever status the
     // registry returned, so it is reported first.
@@ -751,6 +766,7 @@ export class RegistryClient {
         const chunk = await reader.read(offset, length);
         const url = session.url;
         const last = offset + length - 1;
+        let sent = offset;
         const response = await this.#request(url, {
           method: "PATCH",
           scopes,
@@ -760,6 +776,7 @@ export class RegistryClient {
           },
           body: chunk,
           signal: chunkSignal.signal,
+          onBodyBytes: (bytes) => session.onProgress?.((sent += bytes)),
         });
         let next: number;
         if (response.status === 202 || response.status === 204) {
@@ -1107,9 +1124,11 @@ export class RegistryClient {
     // the body, so a large upload on a slow link does not time out.
     const idle = new AbortController();
     const timer = setTimeout(() => idle.abort(), this.#idleTimeoutMs);
+    const onBodyBytes = options.onBodyBytes;
     const touch = new Transform({
-      transform(chunk, _encoding, callback) {
+      transform(chunk: Buffer, _encoding, callback) {
         timer.refresh();
+        onBodyBytes?.(chunk.length);
         callback(null, chunk);
       },
     });
@@ -1119,7 +1138,7 @@ export class RegistryClient {
       body = stream.pipe(touch);
     } else if (
       Buffer.isBuffer(options.body) &&
-      options.body.length > bodySliceSize
+      (options.body.length > bodySliceSize || onBodyBytes)
     ) {
       headers["content-length"] = String(options.body.length);
       body = Readable.from(slices(options.body, bodySliceSize)).pipe(touch);
