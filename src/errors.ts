@@ -12,6 +12,7 @@ export type ErrorCode =
   | "DOCKER"
   | "REGISTRY"
   | "CHART"
+  | "TAG_EXISTS"
   | "ABORTED";
 
 /** Process exit codes of the CLI. */

@@ -73,6 +73,8 @@ export interface PublishedReference {
   size: number;
   platform: Platform;
   tarball: string;
+  /** The digest the tag pointed at before, when publishing moved it. */
+  previousDigest?: string;
 }
 
 export interface PublishedList {
@@ -81,6 +83,8 @@ export interface PublishedList {
   digest: string;
   mediaType: string;
   platforms: Platform[];
+  /** The digest the tag pointed at before, when publishing moved it. */
+  previousDigest?: string;
 }
 
 export interface WrittenChart {

@@ -43,6 +43,10 @@ import {
   isLoopbackRegistry,
 } from "./registry/client.js";
 import { type Credentials, findCredentials } from "./registry/credentials.js";
+import {
+  ibmCloudNamespaceProblem,
+  isIbmCloudRegistry,
+} from "./registry/ibm-cloud.js";
 import { UploadJournal } from "./registry/upload-journal.js";
 import { countOf } from "./text.js";
 
@@ -97,6 +101,11 @@ export interface ImportOptions {
   tempDir?: string;
   /** Character that replaces `+` in target tags (`_`, `-` or `.`); without it such tags are an error. */
   mapPlusInTags?: string;
+  /**
+   * Fail each image or list whose tag already points at another digest,
+   * instead of moving the tag. Moved tags are reported either way.
+   */
+  noOverwrite?: boolean;
   /** Rewrite the values keys the manifest lists to what was published; `true` by default. */
   rewriteValues?: boolean;
   /** Keep each original chart in `charts/original/` when its values were rewritten. */
@@ -180,6 +189,14 @@ function checkOptions(options: ImportOptions): void {
     problems.push(
       `invalid namespace "${options.namespace ?? ""}": ${namespaceProblem}`,
     );
+  if (isRegistry(options.registry) && isIbmCloudRegistry(options.registry)) {
+    const ibmProblem = ibmCloudNamespaceProblem(options.namespace ?? "");
+    if (ibmProblem) {
+      problems.push(
+        `invalid namespace "${options.namespace ?? ""}" for ${options.registry}: ${ibmProblem}; list yours with ibmcloud cr namespace-list, or create one with ibmcloud cr namespace-add`,
+      );
+    }
+  }
   const plus = options.mapPlusInTags;
   if (plus !== undefined && !["_", "-", "."].includes(plus)) {
     problems.push(
@@ -432,6 +449,7 @@ export async function importArchive(
     registry: isRegistry(options.registry) ? options.registry : "",
     result,
     emit,
+    noOverwrite: options.noOverwrite,
     onFirstPlaced: (blob, repository) =>
       layers.release(blob, () => target.openBlob(repository, blob.digest)),
     signal: options.signal,

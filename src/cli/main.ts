@@ -42,6 +42,7 @@ interface ImportFlags {
   force?: boolean;
   chartRegistry?: string;
   mapPlusInTags?: string;
+  overwrite: boolean;
   quiet?: boolean;
   verbose?: boolean;
 }
@@ -214,6 +215,7 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
         : undefined,
       chartRegistry: flags.chartRegistry,
       mapPlusInTags: flags.mapPlusInTags,
+      noOverwrite: !flags.overwrite,
       onEvent: renderer.handle,
       signal: controller.signal,
     });
@@ -329,6 +331,10 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
     .option(
       "--map-plus-in-tags <char>",
       "publish tags with + (semver build metadata), which registries reject, with + replaced by _, - or .",
+    )
+    .option(
+      "--no-overwrite",
+      "fail each image or manifest list whose tag already points at another digest, instead of moving the tag",
     )
     .option(
       "--no-rewrite-values",

@@ -138,6 +138,10 @@ export function formatError(error: unknown): string {
   return lines.join("\n");
 }
 
+function movedFrom(previousDigest: string | undefined): string {
+  return previousDigest ? `  (tag moved from ${previousDigest})` : "";
+}
+
 /** Formats the summary of an import for standard output. */
 export function formatSummary(result: ImportResult): string {
   const lines: string[] = [];
@@ -152,7 +156,7 @@ export function formatSummary(result: ImportResult): string {
     );
     for (const ref of result.published) {
       lines.push(
-        `  ${ref.target}  ${ref.digest}  ${formatPlatform(ref.platform)}`,
+        `  ${ref.target}  ${ref.digest}  ${formatPlatform(ref.platform)}${movedFrom(ref.previousDigest)}`,
       );
     }
   }
@@ -174,7 +178,7 @@ export function formatSummary(result: ImportResult): string {
     lines.push(`Manifest lists:`);
     for (const list of result.lists) {
       lines.push(
-        `  ${list.target}  ${list.digest}  ${list.platforms.map(formatPlatform).join(", ")}`,
+        `  ${list.target}  ${list.digest}  ${list.platforms.map(formatPlatform).join(", ")}${movedFrom(list.previousDigest)}`,
       );
     }
   }

@@ -11,10 +11,12 @@ import type {
   PublishedReference,
 } from "../events.js";
 import type { PlannedList, PlannedReference } from "../plan.js";
+import { sha256Digest } from "../registry/client.js";
 import { MediaType } from "../registry/media-types.js";
 import { buildManifestList } from "./manifest-list.js";
 import {
   apiRepository,
+  checkTagMove,
   failureOf,
   forEachConcurrently,
   listEntries,
@@ -47,6 +49,8 @@ export interface DirectPublishContext {
   registry: string;
   result: ImportResult;
   emit: (event: ImportEvent) => void;
+  /** Fail a reference or list whose tag points at another digest, instead of moving the tag. */
+  noOverwrite?: boolean;
   /** Called once per blob, after it first reached a repository of the target. */
   onFirstPlaced?: (blob: BlobSource, repository: string) => Promise<void>;
   signal?: AbortSignal;
@@ -161,6 +165,12 @@ export class DirectPublisher {
         );
       }
       const listManifest = buildManifestList(listEntries(paired.members));
+      const previousDigest = checkTagMove(
+        target,
+        await this.#context.target.getTagDigest(repository, list.target.tag),
+        sha256Digest(listManifest.body),
+        this.#context.noOverwrite,
+      );
       const digest = await this.#context.target.putManifest(
         repository,
         list.target.tag,
@@ -169,7 +179,7 @@ export class DirectPublisher {
       );
       reportList(
         list,
-        { digest, mediaType: listManifest.mediaType },
+        { digest, mediaType: listManifest.mediaType, previousDigest },
         result,
         emit,
       );
@@ -190,6 +200,12 @@ export class DirectPublisher {
         platform: ref.platform,
         blobs: built.blobs.map(({ digest, size }) => ({ digest, size })),
       });
+      const previousDigest = checkTagMove(
+        target,
+        await this.#context.target.getTagDigest(repository, ref.target.tag),
+        built.digest,
+        this.#context.noOverwrite,
+      );
       await Promise.all(
         built.blobs.map((blob) => this.#place(repository, blob)),
       );
@@ -208,6 +224,7 @@ export class DirectPublisher {
         size: built.body.length,
         platform: ref.platform,
         tarball: ref.tarball,
+        ...(previousDigest ? { previousDigest } : {}),
       };
       this.#context.result.published.push(published);
       this.#context.emit({ type: "reference-pushed", reference: published });

@@ -113,7 +113,7 @@ export function listEntries(
 /** Records a written manifest list in the result and reports it as an event. */
 export function reportList(
   list: PlannedList,
-  written: { digest: string; mediaType: string },
+  written: { digest: string; mediaType: string; previousDigest?: string },
   result: ImportResult,
   emit: (event: ImportEvent) => void,
 ): void {
@@ -123,7 +123,34 @@ export function reportList(
     digest: written.digest,
     mediaType: written.mediaType,
     platforms: list.members.map((m) => m.platform),
+    ...(written.previousDigest
+      ? { previousDigest: written.previousDigest }
+      : {}),
   };
   result.lists.push(published);
   emit({ type: "list-pushed", list: published });
+}
+
+/**
+ * Compares the digest a tag points at with the digest about to be put
+ * there. Returns the old digest when the tag moves, and throws
+ * `TAG_EXISTS` instead when `noOverwrite` forbids moving it.
+ */
+export function checkTagMove(
+  target: string,
+  previous: string | undefined,
+  next: string,
+  noOverwrite: boolean | undefined,
+): string | undefined {
+  if (previous === undefined || previous === next) return undefined;
+  if (noOverwrite) {
+    throw new PpaLoadError(
+      "TAG_EXISTS",
+      `${target} already points at ${previous}, and publishing would move it to ${next}`,
+      {
+        hint: "drop --no-overwrite to move the tag, or publish under another namespace",
+      },
+    );
+  }
+  return previous;
 }

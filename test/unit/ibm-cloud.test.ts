@@ -1,0 +1,59 @@
+import { describe, expect, it } from "vitest";
+
+import { importArchive } from "../../src/index.js";
+import {
+  ibmCloudNamespaceProblem,
+  isIbmCloudRegistry,
+} from "../../src/registry/ibm-cloud.js";
+
+describe("isIbmCloudRegistry", () => {
+  it.each([
+    "icr.io",
+    "us.icr.io",
+    "private.de.icr.io",
+    "registry.ng.bluemix.net",
+  ])("recognises %s", (host) => {
+    expect(isIbmCloudRegistry(host)).toBe(true);
+  });
+
+  it.each(["quay.io", "myicr.io", "127.0.0.1:5000", "icr.io.example.com"])(
+    "leaves %s alone",
+    (host) => {
+      expect(isIbmCloudRegistry(host)).toBe(false);
+    },
+  );
+});
+
+describe("ibmCloudNamespaceProblem", () => {
+  it.each(["team", "team_1", "0team", "a".repeat(30), "team/product/sub"])(
+    "accepts %s",
+    (namespace) => {
+      expect(ibmCloudNamespaceProblem(namespace)).toBeUndefined();
+    },
+  );
+
+  it.each([
+    ["abc", /4 to 30 characters/],
+    ["a".repeat(31), /4 to 30 characters/],
+    ["Team", /lowercase letters, digits and underscores/],
+    ["my-team", /lowercase letters, digits and underscores/],
+    ["_team", /start with a letter or digit/],
+  ])("rejects %s", (namespace, problem) => {
+    expect(ibmCloudNamespaceProblem(namespace)).toMatch(problem);
+  });
+});
+
+describe("importArchive with an IBM Cloud registry", () => {
+  it("rejects a bad namespace before anything else", async () => {
+    const error = await importArchive({
+      archive: "/nonexistent/archive.tgz",
+      registry: "us.icr.io",
+      namespace: "my-team",
+    }).catch((caught: unknown) => caught);
+
+    expect(error).toMatchObject({ code: "USAGE" });
+    expect((error as Error).message).toMatch(
+      /invalid namespace "my-team" for us\.icr\.io: .*ibmcloud cr namespace-add/,
+    );
+  });
+});
