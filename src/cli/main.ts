@@ -398,6 +398,10 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
       "--map-plus-in-tags <char>",
       "show tags with + replaced by _, - or ., as an import with this option publishes them",
     )
+    .option(
+      "--json",
+      "print one JSON object (docs/schema/inspect.schema.json) instead of text",
+    )
     .action(async (flags) => setExit(await runInspect(flags, io)));
 
   return program;
