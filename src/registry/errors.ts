@@ -30,14 +30,13 @@ export class RegistryError extends PpaLoadError {
   }) {
     const what = init.errors.length
       ? init.errors.map((e) => `${e.code}: ${e.message}`).join("; ")
-      : (init.body ?? "").replace(/\s+/g, " ").trim().slice(0, 200) ||
-        "no error body";
+      : summarizeBody(init.body ?? "");
     const prefix = init.context ? `${init.context}: ` : "";
     super(
       "REGISTRY",
       `${prefix}${init.method} ${init.url} failed: ${init.status}, ${what}`,
       {
-        hint: init.hint ?? hintFor(init.status, init.errors),
+        hint: init.hint ?? hintFor(init.status, init.errors, init.body ?? ""),
       },
     );
     this.name = "RegistryError";
@@ -54,12 +53,48 @@ export class RegistryError extends PpaLoadError {
   }
 }
 
+/** Maximum characters of a non-JSON error body that a message quotes. */
+const maxBodyExcerpt = 200;
+
+/**
+ * Returns the part of an error body that a message quotes: the title of an
+ * HTML page, which proxies and load balancers send, else the page's text
+ * without its tags, style sheets and scripts, else the start of the body.
+ */
+export function summarizeBody(body: string): string {
+  if (/^\s*(<!doctype html|<html)/i.test(body)) {
+    const title = /<title[^>]*>([\s\S]*?)<\/title>/i.exec(body)?.[1];
+    const text = (title?.trim() ? title : body)
+      .replace(/<(script|style)\b[\s\S]*?<\/\1\s*>/gi, " ")
+      .replace(/<[^>]*>/g, " ")
+      .replace(/&nbsp;/g, " ")
+      .replace(/&lt;/g, "<")
+      .replace(/&gt;/g, ">")
+      .replace(/&quot;/g, '"')
+      .replace(/&#39;/g, "'")
+      .replace(/&amp;/g, "&");
+    const excerpt = collapse(text);
+    return excerpt ? `HTML page: ${excerpt}` : "an HTML page without text";
+  }
+  return collapse(body) || "no error body";
+}
+
+function collapse(text: string): string {
+  return text.replace(/\s+/g, " ").trim().slice(0, maxBodyExcerpt);
+}
+
 function hintFor(
   status: number,
   errors: RegistryErrorDetail[],
+  body: string,
 ): string | undefined {
   const codes = new Set(errors.map((e) => e.code));
   const messages = errors.map((e) => e.message).join(" ");
+  // Go's HTTPS servers, the distribution registry among them, return this
+  // body for a plain-HTTP request.
+  if (/client sent an http request to an https server/i.test(body)) {
+    return "the registry speaks HTTPS; leave out --insecure, and give --ca-cert if a private CA signed its certificate";
+  }
   if (status === 401 || codes.has("UNAUTHORIZED")) {
     return "log in with docker login REGISTRY, or give --username and --password-stdin";
   }
