@@ -150,9 +150,24 @@ export class DockerEngine {
   }
 }
 
+/**
+ * Errors of Go's HTTP client when a registry responds to HTTPS with plain
+ * HTTP: the first when the response looks like HTTP, the second otherwise.
+ */
+const plainHttpAnswer =
+  /server gave HTTP response to HTTPS client|first record does not look like a TLS handshake/i;
+
+/** Errors of Go's TLS client for a certificate that no trusted CA signed. */
+const untrustedCertificate =
+  /x509: certificate signed by unknown authority|certificate is not trusted/i;
+
+/** Returns what to do about an error the engine reported, or undefined. */
 function pushHint(message: string, registry?: string): string | undefined {
-  if (/server gave HTTP response to HTTPS client/i.test(message) && registry) {
-    return `the registry speaks plain HTTP; add "${registry}" to "insecure-registries" in the engine's daemon.json and restart the engine`;
+  if (plainHttpAnswer.test(message) && registry) {
+    return `${registry} speaks plain HTTP, and the Docker Engine uses HTTPS for every registry that is not on loopback unless its daemon.json (/etc/docker/daemon.json on Linux) lists the registry in "insecure-registries". Add "${registry}" there and restart the engine; --insecure changes only the requests of ppa-load itself`;
+  }
+  if (untrustedCertificate.test(message) && registry) {
+    return `the Docker Engine does not trust the certificate of ${registry}. Copy the CA certificate to /etc/docker/certs.d/${registry}/ca.crt on the engine's host; --ca-cert changes only the requests of ppa-load itself`;
   }
   if (
     /unauthorized|authentication required|no basic auth credentials/i.test(
