@@ -3,7 +3,7 @@ import fetch from "node-fetch";
 import { PpaLoadError, errorMessage } from "../errors.js";
 import type { Credentials } from "./credentials.js";
 import { redactUrl } from "./errors.js";
-import type { Transport } from "./transport.js";
+import { type Transport, isLoopbackHost } from "./transport.js";
 
 export interface Challenge {
   scheme: string;
@@ -31,6 +31,34 @@ export function basicHeader(
   if (!credentials || !("username" in credentials)) return undefined;
   const pair = `${credentials.username}:${credentials.password}`;
   return `Basic ${Buffer.from(pair).toString("base64")}`;
+}
+
+/**
+ * Returns a warning for a token realm that would receive `credentials` in
+ * the clear: a plain-HTTP URL on a host that is not on loopback, other than
+ * the registry's own origin (`registryBaseUrl`, whose plain HTTP the caller
+ * warns about already). Returns undefined for any other realm, and without
+ * credentials.
+ *
+ * NOTE: RegistryClient does not call this yet, so an import does not show
+ * the warning.
+ */
+export function plainHttpRealmWarning(
+  realm: string,
+  registryBaseUrl: string,
+  credentials: Credentials | undefined,
+): string | undefined {
+  if (!credentials) return undefined;
+  let url: URL;
+  try {
+    url = new URL(realm);
+  } catch {
+    return undefined;
+  }
+  const host = url.hostname.replace(/^\[|\]$/g, "").toLowerCase();
+  if (url.protocol !== "http:" || isLoopbackHost(host)) return undefined;
+  if (url.origin === new URL(registryBaseUrl).origin) return undefined;
+  return `sending the credentials from ${credentials.source} over plain HTTP to the token service at ${url.origin}, which the registry named in its WWW-Authenticate header; anyone on the network path can read them`;
 }
 
 /**
