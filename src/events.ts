@@ -9,6 +9,12 @@ export type Phase =
 export type ImportEvent =
   | { type: "phase"; phase: Phase; message: string }
   | { type: "entry"; path: string; kind: EntryKind; size: number }
+  | {
+      /** Bytes of the archive file read so far, at most four events a second. */
+      type: "read-progress";
+      bytesRead: number;
+      bytesTotal: number;
+    }
   | { type: "tarball-loaded"; tarball: string; images: LoadedImage[] }
   | { type: "tarball-failed"; tarball: string; message: string }
   | { type: "plan"; plan: Plan }

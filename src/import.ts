@@ -48,6 +48,7 @@ import {
   isIbmCloudRegistry,
 } from "./registry/ibm-cloud.js";
 import { UploadJournal } from "./registry/upload-journal.js";
+import { ImportSession } from "./session.js";
 import { countOf } from "./text.js";
 
 /** File in the output folder that records chunked uploads a later run can resume. */
@@ -101,6 +102,11 @@ export interface ImportOptions {
   tempDir?: string;
   /** Character that replaces `+` in target tags (`_`, `-` or `.`); without it such tags are an error. */
   mapPlusInTags?: string;
+  /**
+   * State shared with other imports run one after another: registry
+   * connections, tokens, and the blobs already placed. See ImportSession.
+   */
+  session?: ImportSession;
   /**
    * Fail each image or list whose tag already points at another digest,
    * instead of moving the tag. Moved tags are reported either way.
@@ -346,6 +352,25 @@ function defaultConcurrency(): number {
 export async function importArchive(
   options: ImportOptions,
 ): Promise<ImportResult> {
+  const session = options.session ?? new ImportSession();
+  let result: ImportResult | undefined;
+  try {
+    result = await importWithSession(options, session);
+    return result;
+  } finally {
+    session.finished(result);
+    // A session of its own ends with the import. Upload sessions that the
+    // journal still lists after a successful import belong to blobs that
+    // are no longer wanted, e.g. after a change of compression level, and
+    // closing cancels them.
+    if (!options.session) await session.close();
+  }
+}
+
+async function importWithSession(
+  options: ImportOptions,
+  session: ImportSession,
+): Promise<ImportResult> {
   const started = Date.now();
   checkOptions(options);
   const outputDir = options.outputDir ?? resolve("ppa-import");
@@ -371,37 +396,47 @@ export async function importArchive(
   let client: RegistryClient | undefined;
   let journal: UploadJournal | undefined;
   let credentials: Credentials | undefined;
+  session.use({
+    onResume: (info) => {
+      emit({ type: "upload-resume", ...info });
+      if (info.outcome === "resumed") {
+        result.blobs.resumed += 1;
+        result.blobs.bytesResumed += info.offset;
+      }
+    },
+    onRequest: (info) => emit({ type: "request", ...info }),
+    onRetry: (info) =>
+      warn(
+        `${info.method} ${info.url} got ${info.status}; trying again in ${Math.round(info.delayMs / 1000)} s (attempt ${info.attempt + 1})`,
+      ),
+  });
   if (isRegistry(registry)) {
     credentials = await resolveCredentials({ ...options, registry });
-    journal = await UploadJournal.open(
-      join(outputDir, uploadJournalName),
-      warn,
-    );
-    client = new RegistryClient({
+    const journalFile = join(outputDir, uploadJournalName);
+    const key = JSON.stringify([
       registry,
-      scheme: options.insecure ? "http" : undefined,
-      credentials,
-      caCert: options.caCert,
-      journal,
-      retry: options.retry,
-      idleTimeoutMs: options.requestTimeoutMs,
-      onResume: (info) => {
-        emit({ type: "upload-resume", ...info });
-        if (info.outcome === "resumed") {
-          result.blobs.resumed += 1;
-          result.blobs.bytesResumed += info.offset;
-        }
-      },
-      onRequest: (info) => emit({ type: "request", ...info }),
-      onRetry: (info) =>
-        warn(
-          `${info.method} ${info.url} got ${info.status}; trying again in ${Math.round(info.delayMs / 1000)} s (attempt ${info.attempt + 1})`,
-        ),
-    });
-    target = new RegistryTarget(client, { chunkSize: options.chunkSize });
+      options.insecure ?? false,
+      credentials?.source ?? "",
+      journalFile,
+    ]);
+    const openJournal = await UploadJournal.open(journalFile, warn);
+    ({ client } = session.client(key, (listeners) => {
+      journal = openJournal;
+      return new RegistryClient({
+        registry,
+        scheme: options.insecure ? "http" : undefined,
+        credentials,
+        caCert: options.caCert,
+        journal,
+        retry: options.retry,
+        idleTimeoutMs: options.requestTimeoutMs,
+        ...listeners,
+      });
+    }));
+    target = new RegistryTarget(client!, { chunkSize: options.chunkSize });
     if (
       credentials &&
-      client.baseUrl.startsWith("http:") &&
+      client!.baseUrl.startsWith("http:") &&
       !isLoopbackRegistry(registry)
     ) {
       warn(
@@ -450,6 +485,7 @@ export async function importArchive(
     result,
     emit,
     noOverwrite: options.noOverwrite,
+    placed: session.placed(result.registry),
     onFirstPlaced: (blob, repository) =>
       layers.release(blob, () => target.openBlob(repository, blob.digest)),
     signal: options.signal,
@@ -539,11 +575,6 @@ export async function importArchive(
     if (options.signal?.aborted) {
       result.durationMs = Date.now() - started;
       return result;
-    }
-    // Sessions that this run did not resume belong to blobs that are no
-    // longer wanted, e.g. after a change of compression level.
-    if (client && result.failures.length === 0) {
-      await client.cancelRecordedUploads();
     }
 
     emit({

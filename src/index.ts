@@ -1,4 +1,5 @@
 export { importArchive, type ImportOptions } from "./import.js";
+export { ImportSession } from "./session.js";
 export {
   inspectArchive,
   type InspectOptions,

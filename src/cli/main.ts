@@ -6,18 +6,25 @@ import {
 } from "commander";
 import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
 import { text } from "node:stream/consumers";
 
 import { ExitCode, PpaLoadError } from "../errors.js";
-import { importArchive } from "../import.js";
+import type { ImportResult } from "../events.js";
+import { type ImportOptions, importArchive } from "../import.js";
+import { ImportSession } from "../session.js";
 import { runInspect } from "./inspect-command.js";
 import type { CliIO } from "./io.js";
-import { ProgressRenderer, formatError, formatSummary } from "./render.js";
+import { JsonReporter } from "./json.js";
+import { ProgressRenderer } from "./progress.js";
+import { formatBulkSummary, formatError, formatSummary } from "./render.js";
 
 export type { CliIO } from "./io.js";
 
 interface ImportFlags {
-  archive: string;
+  archive?: string[];
+  archiveList?: string;
+  json?: boolean;
   namespace: string;
   registry?: string;
   outputDir: string;
@@ -158,85 +165,201 @@ function cancelOnSignals(
   };
 }
 
+/** Returns the exit code of one archive's import. */
+function exitCodeOf(result: ImportResult, aborted: boolean): number {
+  if (aborted) return interruptedExitCode;
+  if (result.failures.length === 0) return ExitCode.success;
+  const published =
+    result.published.length + result.lists.length + result.charts.length;
+  return published > 0 ? ExitCode.partial : ExitCode.failure;
+}
+
+/**
+ * Returns the exit code of a run over several archives: success when every
+ * archive succeeded, failure when none published anything, partial between.
+ */
+export function combinedExitCode(codes: number[]): number {
+  if (codes.includes(interruptedExitCode)) return interruptedExitCode;
+  if (codes.every((code) => code === ExitCode.success)) return ExitCode.success;
+  if (
+    codes.every((code) => code === ExitCode.failure || code === ExitCode.usage)
+  ) {
+    return ExitCode.failure;
+  }
+  return ExitCode.partial;
+}
+
+/** Reads the archives of --archive-list: one path per line, with # comments and blank lines ignored. */
+async function readArchiveList(file: string): Promise<string[]> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (error) {
+    throw new PpaLoadError(
+      "USAGE",
+      `cannot read the archive list ${file}: ${(error as Error).message}`,
+      {
+        hint: "give --archive-list a text file with one archive path per line",
+      },
+    );
+  }
+  const base = dirname(resolve(file));
+  return text
+    .split(/\r?\n/)
+    .map((line) => line.trim())
+    .filter((line) => line !== "" && !line.startsWith("#"))
+    .map((line) => resolve(base, line));
+}
+
 async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
-  const renderer = new ProgressRenderer({
-    stream: io.stderr,
-    quiet: flags.quiet,
-    verbose: flags.verbose,
-  });
+  const json = flags.json
+    ? new JsonReporter({ stream: io.stdout, verbose: flags.verbose })
+    : undefined;
+  const renderer = json
+    ? undefined
+    : new ProgressRenderer({
+        stream: io.stderr,
+        quiet: flags.quiet,
+        verbose: flags.verbose,
+        color: !("NO_COLOR" in io.env) || io.env.NO_COLOR === "",
+      });
   const controller = new AbortController();
   const removeHandlers = cancelOnSignals(controller, io.stderr);
-  try {
-    if (flags.passwordStdin && flags.chartmuseumPasswordStdin) {
-      throw new PpaLoadError(
-        "USAGE",
-        "--password-stdin and --chartmuseum-password-stdin cannot both read standard input",
-        {
-          hint: "give the ChartMuseum password in CHARTMUSEUM_PASSWORD instead",
-        },
-      );
+  const session = new ImportSession();
+  const reportFatal = (error: unknown, exitCode: number, archive = "") => {
+    renderer?.stop();
+    if (json) {
+      json.startArchive(archive);
+      json.fatal(error, exitCode, {
+        registry: flags.registry ?? "",
+        namespace: flags.namespace,
+      });
+    } else {
+      io.stderr.write(`${formatError(error)}\n`);
     }
-    const password = flags.passwordStdin
-      ? await readPassword(io.stdin, "--password-stdin")
-      : undefined;
-    const chartMuseumPassword = flags.chartmuseumPasswordStdin
-      ? await readPassword(io.stdin, "--chartmuseum-password-stdin")
-      : flags.chartmuseumPassword;
-    const caCert = flags.caCert ? await readCaCert(flags.caCert) : undefined;
-    const result = await importArchive({
-      archive: flags.archive,
-      namespace: flags.namespace,
-      registry: flags.registry || undefined,
-      outputDir: flags.outputDir,
-      username: flags.username,
-      password,
-      insecure: flags.insecure,
-      caCert,
-      docker: flags.docker,
-      compression: flags.compression,
-      compressionLevel: flags.compressionLevel,
-      concurrency: flags.concurrency,
-      chunkSize: flags.chunkSize,
-      requestTimeoutMs:
-        flags.requestTimeout === undefined
-          ? undefined
-          : flags.requestTimeout * 1000,
-      tempDir: flags.tempDir,
-      rewriteValues: flags.rewriteValues,
-      keepOriginalCharts: flags.keepOriginalCharts,
-      chartMuseum: flags.chartmuseumUri
-        ? {
-            uri: flags.chartmuseumUri,
-            username: flags.chartmuseumUser,
-            password: chartMuseumPassword,
-            token: flags.chartmuseumToken,
-            force: flags.force,
-          }
-        : undefined,
-      chartRegistry: flags.chartRegistry,
-      mapPlusInTags: flags.mapPlusInTags,
-      noOverwrite: !flags.overwrite,
-      onEvent: renderer.handle,
-      signal: controller.signal,
-    });
-    renderer.stop();
-    io.stdout.write(`${formatSummary(result)}\n`);
-    if (controller.signal.aborted) return interruptedExitCode;
-    if (result.failures.length === 0) return ExitCode.success;
-    return result.published.length +
-      result.lists.length +
-      result.charts.length >
-      0
-      ? ExitCode.partial
-      : ExitCode.failure;
-  } catch (error) {
-    renderer.stop();
-    io.stderr.write(`${formatError(error)}\n`);
-    if (controller.signal.aborted) return interruptedExitCode;
-    return error instanceof PpaLoadError ? error.exitCode : ExitCode.failure;
+  };
+  try {
+    let common: Omit<ImportOptions, "archive">;
+    let archives: string[];
+    try {
+      archives = [
+        ...(flags.archive ?? []),
+        ...(flags.archiveList ? await readArchiveList(flags.archiveList) : []),
+      ];
+      if (archives.length === 0) {
+        throw new PpaLoadError(
+          "USAGE",
+          "no archive given: use --archive FILE (several times for several archives) or --archive-list FILE",
+        );
+      }
+      common = await importOptionsOf(flags, io);
+    } catch (error) {
+      const code =
+        error instanceof PpaLoadError ? error.exitCode : ExitCode.failure;
+      reportFatal(error, code);
+      return code;
+    }
+
+    const outcomes: { archive: string; exitCode: number }[] = [];
+    for (const [index, archive] of archives.entries()) {
+      if (controller.signal.aborted) break;
+      json?.startArchive(archive);
+      if (archives.length > 1) {
+        renderer?.heading(`[${index + 1}/${archives.length}] ${archive}`);
+      }
+      let exitCode: number;
+      try {
+        const result = await importArchive({
+          ...common,
+          archive,
+          session,
+          onEvent: json?.handle ?? renderer?.handle,
+          signal: controller.signal,
+        });
+        exitCode = exitCodeOf(result, controller.signal.aborted);
+        renderer?.stop();
+        if (json) json.summary(result, exitCode);
+        else {
+          const heading = archives.length > 1 ? `${archive}:\n` : "";
+          io.stdout.write(`${heading}${formatSummary(result)}\n`);
+        }
+      } catch (error) {
+        exitCode = controller.signal.aborted
+          ? interruptedExitCode
+          : error instanceof PpaLoadError
+            ? error.exitCode
+            : ExitCode.failure;
+        reportFatal(error, exitCode, archive);
+      }
+      outcomes.push({ archive, exitCode });
+    }
+    const exitCode = combinedExitCode(outcomes.map((o) => o.exitCode));
+    if (archives.length > 1) {
+      if (json) json.bulkSummary(outcomes, exitCode);
+      else io.stdout.write(`${formatBulkSummary(outcomes, archives)}\n`);
+    }
+    return exitCode;
   } finally {
+    renderer?.stop();
+    await session.close().catch(() => undefined);
     removeHandlers();
   }
+}
+
+/** Builds the import options that every archive of a run shares. */
+async function importOptionsOf(
+  flags: ImportFlags,
+  io: CliIO,
+): Promise<Omit<ImportOptions, "archive">> {
+  if (flags.passwordStdin && flags.chartmuseumPasswordStdin) {
+    throw new PpaLoadError(
+      "USAGE",
+      "--password-stdin and --chartmuseum-password-stdin cannot both read standard input",
+      {
+        hint: "give the ChartMuseum password in CHARTMUSEUM_PASSWORD instead",
+      },
+    );
+  }
+  const password = flags.passwordStdin
+    ? await readPassword(io.stdin, "--password-stdin")
+    : undefined;
+  const chartMuseumPassword = flags.chartmuseumPasswordStdin
+    ? await readPassword(io.stdin, "--chartmuseum-password-stdin")
+    : flags.chartmuseumPassword;
+  const caCert = flags.caCert ? await readCaCert(flags.caCert) : undefined;
+  return {
+    namespace: flags.namespace,
+    registry: flags.registry || undefined,
+    outputDir: flags.outputDir,
+    username: flags.username,
+    password,
+    insecure: flags.insecure,
+    caCert,
+    docker: flags.docker,
+    compression: flags.compression,
+    compressionLevel: flags.compressionLevel,
+    concurrency: flags.concurrency,
+    chunkSize: flags.chunkSize,
+    requestTimeoutMs:
+      flags.requestTimeout === undefined
+        ? undefined
+        : flags.requestTimeout * 1000,
+    tempDir: flags.tempDir,
+    rewriteValues: flags.rewriteValues,
+    keepOriginalCharts: flags.keepOriginalCharts,
+    chartMuseum: flags.chartmuseumUri
+      ? {
+          uri: flags.chartmuseumUri,
+          username: flags.chartmuseumUser,
+          password: chartMuseumPassword,
+          token: flags.chartmuseumToken,
+          force: flags.force,
+        }
+      : undefined,
+    chartRegistry: flags.chartRegistry,
+    mapPlusInTags: flags.mapPlusInTags,
+    noOverwrite: !flags.overwrite,
+  };
 }
 
 function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
@@ -260,7 +383,15 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
     .description(
       "publish the archive's images to a registry and write its charts",
     )
-    .requiredOption("--archive <file>", "PPA archive to import (.tgz)")
+    .option(
+      "--archive <file>",
+      "PPA archive to import (.tgz); repeat it to import several archives in one run",
+      (value: string, previous: string[] = []) => [...previous, value],
+    )
+    .option(
+      "--archive-list <file>",
+      "text file naming archives to import, one path per line (relative to the file)",
+    )
     .requiredOption(
       "--namespace <namespace>",
       "registry path prefix for every image, e.g. team or team/product",
@@ -375,6 +506,10 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
     )
     .option("-q, --quiet", "print only errors and the summary")
     .option("-v, --verbose", "print every registry request")
+    .option(
+      "--json",
+      "print newline-delimited JSON records on standard output instead of text (see docs/json.md)",
+    )
     .action(async (flags: ImportFlags) => setExit(await runImport(flags, io)));
 
   program

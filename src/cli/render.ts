@@ -1,131 +1,8 @@
 import { countOf } from "../text.js";
-import ora, { type Ora } from "ora";
 
 import { PpaLoadError, errorMessage } from "../errors.js";
-import {
-  type ImportEvent,
-  type ImportResult,
-  formatPlatform,
-} from "../events.js";
-
-export interface RenderOptions {
-  /** Where progress goes: standard error. */
-  stream: NodeJS.WriteStream;
-  quiet?: boolean;
-  verbose?: boolean;
-}
-
-function formatSize(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  const units = ["KiB", "MiB", "GiB", "TiB"];
-  let value = bytes / 1024;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${value.toFixed(1)} ${units[unit]}`;
-}
-
-/**
- * Draws import events on standard error: an ora spinner on a terminal, plain
- * lines otherwise (CI logs get no spinner frames).
- */
-export class ProgressRenderer {
-  readonly #stream: NodeJS.WriteStream;
-  readonly #quiet: boolean;
-  readonly #verbose: boolean;
-  readonly #spinner?: Ora;
-
-  constructor(options: RenderOptions) {
-    this.#stream = options.stream;
-    this.#quiet = options.quiet ?? false;
-    this.#verbose = options.verbose ?? false;
-    // A terminal that reports zero columns (some pseudo-terminals do) gets
-    // plain lines, because ora cannot lay out a spinner in no width.
-    if (this.#stream.isTTY && (this.#stream.columns ?? 0) > 0 && !this.#quiet) {
-      this.#spinner = ora({ stream: this.#stream, discardStdin: false });
-    }
-  }
-
-  #line(text: string): void {
-    if (this.#spinner?.isSpinning) {
-      this.#spinner.clear();
-      this.#stream.write(`${text}\n`);
-      this.#spinner.render();
-    } else {
-      this.#stream.write(`${text}\n`);
-    }
-  }
-
-  handle = (event: ImportEvent): void => {
-    if (event.type === "warning") {
-      this.#line(`warning: ${event.message}`);
-      return;
-    }
-    if (event.type === "failure") {
-      this.#line(
-        `error: ${event.failure.message}${event.failure.hint ? `\n  hint: ${event.failure.hint}` : ""}`,
-      );
-      return;
-    }
-    if (this.#quiet) return;
-    switch (event.type) {
-      case "phase":
-        if (event.phase === "done") {
-          this.#spinner?.stop();
-        } else if (this.#spinner) {
-          this.#spinner.start(event.message);
-        } else {
-          this.#line(`${event.message}`);
-        }
-        break;
-      case "entry":
-        if (this.#spinner && event.kind === "image") {
-          this.#spinner.text = `loading ${event.path} (${formatSize(event.size)})`;
-        }
-        break;
-      case "tarball-loaded":
-        this.#line(
-          `  read ${event.tarball}: ${event.images.map((i) => i.repoTags.join(", ") || i.imageId).join("; ")}`,
-        );
-        break;
-      case "tarball-failed":
-        this.#line(`  failed to read ${event.tarball}: ${event.message}`);
-        break;
-      case "reference-pushed":
-        this.#line(
-          `  published ${event.reference.target} ${event.reference.digest}`,
-        );
-        break;
-      case "list-pushed":
-        this.#line(
-          `  wrote manifest list ${event.list.target} ${event.list.digest}`,
-        );
-        break;
-      case "chart-written":
-        this.#line(`  wrote ${event.chart.path}`);
-        break;
-      case "upload-resume":
-        this.#line(
-          event.outcome === "resumed"
-            ? `  resuming blob ${event.digest} in ${event.repository} at ${formatSize(event.offset)} of ${formatSize(event.size)}`
-            : `  the registry no longer holds the earlier upload of blob ${event.digest} in ${event.repository}; uploading it from the start`,
-        );
-        break;
-      case "request":
-        if (this.#verbose)
-          this.#line(`  ${event.method} ${event.url} ${event.status}`);
-        break;
-      default:
-        break;
-    }
-  };
-
-  stop(): void {
-    this.#spinner?.stop();
-  }
-}
+import { type ImportResult, formatPlatform } from "../events.js";
+import { formatSize } from "./format.js";
 
 /** Formats an error for standard error: message, each problem, and the hint. */
 export function formatError(error: unknown): string {
@@ -220,5 +97,30 @@ export function formatSummary(result: ImportResult): string {
   }
   if (lines.length === 0)
     lines.push("Nothing was published: the archive holds no images or charts.");
+  return lines.join("\n");
+}
+
+/** Formats the closing lines of a run over several archives. */
+export function formatBulkSummary(
+  outcomes: { archive: string; exitCode: number }[],
+  archives: string[],
+): string {
+  const state = (code: number) =>
+    code === 0
+      ? "imported"
+      : code === 3
+        ? "partly imported"
+        : code === 130
+          ? "stopped"
+          : "failed";
+  const lines = [
+    `Archives: ${outcomes.filter((o) => o.exitCode === 0).length} of ${archives.length} imported`,
+  ];
+  for (const outcome of outcomes) {
+    lines.push(`  ${state(outcome.exitCode)}  ${outcome.archive}`);
+  }
+  for (const archive of archives.slice(outcomes.length)) {
+    lines.push(`  not started  ${archive}`);
+  }
   return lines.join("\n");
 }

@@ -51,6 +51,11 @@ export interface DirectPublishContext {
   emit: (event: ImportEvent) => void;
   /** Fail a reference or list whose tag points at another digest, instead of moving the tag. */
   noOverwrite?: boolean;
+  /**
+   * Repositories that hold each blob digest, shared with earlier imports
+   * of the same session; a map of this publisher's own by default.
+   */
+  placed?: Map<string, Set<string>>;
   /** Called once per blob, after it first reached a repository of the target. */
   onFirstPlaced?: (blob: BlobSource, repository: string) => Promise<void>;
   signal?: AbortSignal;
@@ -104,7 +109,9 @@ export class DirectPublisher {
   readonly #context: DirectPublishContext;
   readonly #limiter: Limiter;
   /** Repositories that hold each blob digest, once confirmed. */
-  readonly #placed = new Map<string, Set<string>>();
+  readonly #placed: Map<string, Set<string>>;
+  /** Digests whose first placement in this import was reported to onFirstPlaced. */
+  readonly #released = new Set<string>();
   /** Blob placements in flight, by `repository digest`. */
   readonly #inFlight = new Map<string, Promise<void>>();
   /** The first placement of each digest, which later ones mount from. */
@@ -113,6 +120,7 @@ export class DirectPublisher {
 
   constructor(context: DirectPublishContext) {
     this.#context = context;
+    this.#placed = context.placed ?? new Map();
     this.#limiter = new Limiter(Math.max(1, context.concurrency));
   }
 
@@ -373,9 +381,12 @@ export class DirectPublisher {
     if (!set) {
       set = new Set();
       this.#placed.set(blob.digest, set);
-      await this.#context.onFirstPlaced?.(blob, repository);
     }
     set.add(repository);
+    if (!this.#released.has(blob.digest)) {
+      this.#released.add(blob.digest);
+      await this.#context.onFirstPlaced?.(blob, repository);
+    }
   }
 
   #apiRepository(targetRepository: string): string {
