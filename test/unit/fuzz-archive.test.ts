@@ -80,13 +80,13 @@ describe("damaged archives", () => {
     await rm(folder, { recursive: true, force: true });
   });
 
-  it("inspect returns a plan or a PpaLoadError", async () => {
+  it("inspect returns a result or a PpaLoadError", async () => {
     for (const mutation of mutations(archive, 90, 7)) {
       const path = join(folder, "inspect.tgz");
       await writeFile(path, mutation.bytes);
       try {
         const result = await inspectArchive({ archive: path });
-        expect(result.plan, mutation.name).toBeDefined();
+        expect(result.problems, mutation.name).toBeDefined();
       } catch (error) {
         expect(error, mutation.name).toBeInstanceOf(PpaLoadError);
       }
