@@ -648,16 +648,21 @@ describe("inspect of generated archives", () => {
       ]);
     });
 
-    it("leaves nothing in the temporary folder", async () => {
+    it("writes nothing outside a removed temporary folder", async () => {
       const folder = await mkdtemp(join(tmpdir(), "ppa-load-inspect-tmp-"));
       const temporary = join(folder, "tmp");
+      const cwd = join(folder, "work");
       await mkdir(temporary);
+      await mkdir(cwd);
       const archive = join(generatedArchives, "multiarch-legacy.tgz");
-      const run = await inspectCli(archive, targetOptions, {
-        TMPDIR: temporary,
-      });
+      const run = await runCli(
+        ["inspect", "--archive", archive, ...targetOptions],
+        { cwd, env: { TMPDIR: temporary } },
+      );
       expect(run.code, run.stderr).toBe(0);
+      expect(run.stdout).toContain("\nCharts:\n");
       expect(await readdir(temporary)).toEqual([]);
+      expect(await readdir(cwd)).toEqual([]);
     });
   });
 
