@@ -135,7 +135,7 @@ export interface ImportOptions {
 
 export type { ArchiveContents };
 
-function checkOptions(options: ImportOptions): void {
+export function checkOptions(options: ImportOptions): void {
   const problems: string[] = [];
   if (!options.archive) problems.push("no archive given (--archive FILE)");
   if (options.registry && !options.registry.startsWith("oci:")) {
@@ -220,7 +220,7 @@ function checkOptions(options: ImportOptions): void {
   }
 }
 
-async function resolveCredentials(
+export async function resolveCredentials(
   options: ImportOptions & { registry: string },
 ): Promise<Credentials | undefined> {
   if (options.username !== undefined || options.password !== undefined) {
@@ -308,7 +308,7 @@ async function removeIfEmpty(folder: string): Promise<void> {
 }
 
 /** Tells whether the option names a registry rather than an OCI layout. */
-function isRegistry(registry: string | undefined): registry is string {
+export function isRegistry(registry: string | undefined): registry is string {
   return Boolean(registry) && !registry!.startsWith("oci:");
 }
 

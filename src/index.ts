@@ -1,5 +1,6 @@
 export { importArchive, type ImportOptions } from "./import.js";
 export { ImportSession } from "./session.js";
+export { dryRunImport, type DryRunResult, type TagCheck } from "./dry-run.js";
 export {
   inspectArchive,
   type InspectOptions,

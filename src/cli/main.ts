@@ -13,11 +13,17 @@ import { ExitCode, PpaLoadError } from "../errors.js";
 import type { ImportResult } from "../events.js";
 import { type ImportOptions, importArchive } from "../import.js";
 import { ImportSession } from "../session.js";
-import { runInspect } from "./inspect-command.js";
+import { dryRunImport } from "../dry-run.js";
+import { formatInspection, runInspect } from "./inspect-command.js";
 import type { CliIO } from "./io.js";
 import { JsonReporter } from "./json.js";
 import { ProgressRenderer } from "./progress.js";
-import { formatBulkSummary, formatError, formatSummary } from "./render.js";
+import {
+  formatBulkSummary,
+  formatDryRun,
+  formatError,
+  formatSummary,
+} from "./render.js";
 
 export type { CliIO } from "./io.js";
 
@@ -25,6 +31,7 @@ interface ImportFlags {
   archive?: string[];
   archiveList?: string;
   json?: boolean;
+  dryRun?: boolean;
   namespace: string;
   registry?: string;
   outputDir: string;
@@ -269,6 +276,25 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
       }
       let exitCode: number;
       try {
+        if (flags.dryRun) {
+          const checked = await dryRunImport({
+            ...common,
+            archive,
+            onEvent: renderer?.handle,
+            signal: controller.signal,
+          });
+          exitCode = checked.inspection.importable
+            ? ExitCode.success
+            : ExitCode.failure;
+          renderer?.stop();
+          io.stdout.write(
+            json
+              ? `${JSON.stringify({ ...checked, exitCode })}\n`
+              : `${formatInspection(checked.inspection)}\n${formatDryRun(checked)}\n`,
+          );
+          outcomes.push({ archive, exitCode });
+          continue;
+        }
         const result = await importArchive({
           ...common,
           archive,
@@ -295,7 +321,11 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
     }
     const exitCode = combinedExitCode(outcomes.map((o) => o.exitCode));
     if (archives.length > 1) {
-      if (json) json.bulkSummary(outcomes, exitCode);
+      if (json && flags.dryRun) {
+        io.stdout.write(
+          `${JSON.stringify({ archives: outcomes, exitCode })}\n`,
+        );
+      } else if (json) json.bulkSummary(outcomes, exitCode);
       else io.stdout.write(`${formatBulkSummary(outcomes, archives)}\n`);
     }
     return exitCode;
@@ -509,6 +539,10 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
     .option(
       "--json",
       "print newline-delimited JSON records on standard output instead of text (see docs/json.md)",
+    )
+    .option(
+      "--dry-run",
+      "read and plan the archive, check the registry's credentials and look up each tag, but upload, tag and write nothing",
     )
     .action(async (flags: ImportFlags) => setExit(await runImport(flags, io)));
 

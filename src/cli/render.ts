@@ -2,6 +2,7 @@ import { countOf } from "../text.js";
 
 import { PpaLoadError, errorMessage } from "../errors.js";
 import { type ImportResult, formatPlatform } from "../events.js";
+import type { DryRunResult } from "../dry-run.js";
 import { formatSize } from "./format.js";
 
 /** Formats an error for standard error: message, each problem, and the hint. */
@@ -122,5 +123,22 @@ export function formatBulkSummary(
   for (const archive of archives.slice(outcomes.length)) {
     lines.push(`  not started  ${archive}`);
   }
+  return lines.join("\n");
+}
+
+/** Formats what a dry run found at the destination, after the inspection. */
+export function formatDryRun(result: DryRunResult): string {
+  const lines = [
+    `Destination: ${result.destination}${result.credentials ? `, with the credentials from ${result.credentials}` : ""}`,
+  ];
+  if (result.tags.length > 0) lines.push("Tags:");
+  for (const tag of result.tags) {
+    lines.push(
+      tag.currentDigest
+        ? `  ${tag.target}  exists at ${tag.currentDigest}; an import keeps it when the image is unchanged, and moves it otherwise`
+        : `  ${tag.target}  new`,
+    );
+  }
+  lines.push("Nothing was uploaded, tagged or written (--dry-run).");
   return lines.join("\n");
 }
