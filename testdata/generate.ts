@@ -12,7 +12,7 @@
  * directly. It uses only TypeScript syntax that Node can erase (no enums,
  * namespaces or parameter properties).
  */
-import { createHash } from "node:crypto";
+import { createCipheriv, createHash } from "node:crypto";
 import { gzipSync } from "node:zlib";
 
 /** Default mtime of tar entries, and the `created` time of image configs. */
@@ -1112,4 +1112,177 @@ export function goldenArchives(): Map<string, Buffer> {
     ["single-oci.tgz", singleOciArchive()],
     ["no-manifest.tgz", noManifestArchive()],
   ]);
+}
+
+// ---------------------------------------------------------------------------
+// Edited, damaged and unusual files
+// ---------------------------------------------------------------------------
+
+const TYPES_BY_FLAG: Record<string, TarEntryType> = {
+  "0": "file",
+  "\0": "file",
+  "1": "link",
+  "2": "symlink",
+  "5": "directory",
+  g: "pax-global",
+};
+
+/** Reads a NUL-terminated text field of a tar header. */
+function headerText(header: Buffer, offset: number, width: number): string {
+  const field = header.subarray(offset, offset + width);
+  const end = field.indexOf(0);
+  return field.subarray(0, end === -1 ? width : end).toString("utf8");
+}
+
+/** Decodes pax extended header records into their keys and values. */
+function parsePaxRecords(body: Buffer): Record<string, string> {
+  const records: Record<string, string> = {};
+  let offset = 0;
+  while (offset < body.length) {
+    const space = body.indexOf(0x20, offset);
+    const length = Number.parseInt(
+      body.subarray(offset, space).toString("latin1"),
+      10,
+    );
+    if (space === -1 || !(length > 0)) break;
+    const record = body.subarray(space + 1, offset + length - 1).toString();
+    const equals = record.indexOf("=");
+    records[record.slice(0, equals)] = record.slice(equals + 1);
+    offset += length;
+  }
+  return records;
+}
+
+/**
+ * Lists the entries of a tar that tarEntries wrote (or any ustar archive of
+ * files, folders, links and pax headers), with pax `path` and `linkpath`
+ * applied. Reading stops at the first zero block.
+ */
+export function readTarEntries(tar: Buffer): TarEntry[] {
+  const entries: TarEntry[] = [];
+  let extended: Record<string, string> = {};
+  let offset = 0;
+  while (offset + BLOCK_SIZE <= tar.length) {
+    const header = tar.subarray(offset, offset + BLOCK_SIZE);
+    if (header.every((byte) => byte === 0)) break;
+    const size = Number.parseInt(headerText(header, 124, 12) || "0", 8);
+    const flag = String.fromCharCode(header[156]);
+    const body = tar.subarray(offset + BLOCK_SIZE, offset + BLOCK_SIZE + size);
+    offset += BLOCK_SIZE + Math.ceil(size / BLOCK_SIZE) * BLOCK_SIZE;
+    if (flag === "x") {
+      extended = parsePaxRecords(body);
+      continue;
+    }
+    const type = TYPES_BY_FLAG[flag];
+    if (type === undefined) {
+      throw new Error(`Unsupported tar entry type ${JSON.stringify(flag)}`);
+    }
+    const prefix = headerText(header, 345, 155);
+    const name = headerText(header, 0, NAME_FIELD_SIZE);
+    const linkpath = extended.linkpath ?? headerText(header, 157, 100);
+    entries.push({
+      path: extended.path ?? (prefix ? `${prefix}/${name}` : name),
+      type,
+      ...(type === "file" || type === "pax-global"
+        ? { body: Buffer.from(body) }
+        : {}),
+      ...(linkpath ? { linkpath } : {}),
+      mode: Number.parseInt(headerText(header, 100, 8), 8),
+      mtime: new Date(Number.parseInt(headerText(header, 136, 12), 8) * 1000),
+    });
+    extended = {};
+  }
+  return entries;
+}
+
+/**
+ * Rebuilds a tar with each entry passed through `edit`, which returns the
+ * entry to write in its place: itself, a changed copy, several entries, or
+ * undefined to leave it out.
+ */
+export function editTar(
+  tar: Buffer,
+  edit: (entry: TarEntry) => TarEntry | TarEntry[] | undefined,
+): Buffer {
+  const edited = readTarEntries(tar).flatMap((entry) => edit(entry) ?? []);
+  return tarEntries(edited);
+}
+
+const LF = 0x0a;
+const CR = 0x0d;
+
+/**
+ * Writes every LF byte as CR LF, as a text-mode copy does: FTP in ASCII
+ * mode, git with autocrlf, or a shell redirect on Windows.
+ */
+export function lfToCrlf(bytes: Buffer): Buffer {
+  const parts: Buffer[] = [];
+  let start = 0;
+  for (let lf = bytes.indexOf(LF); lf !== -1; lf = bytes.indexOf(LF, lf + 1)) {
+    parts.push(bytes.subarray(start, lf), Buffer.from([CR]));
+    start = lf;
+  }
+  parts.push(bytes.subarray(start));
+  return Buffer.concat(parts);
+}
+
+/** Writes every CR LF pair as LF, the reverse text-mode conversion. */
+export function crlfToLf(bytes: Buffer): Buffer {
+  const parts: Buffer[] = [];
+  let start = 0;
+  for (let lf = bytes.indexOf(LF); lf !== -1; lf = bytes.indexOf(LF, lf + 1)) {
+    if (lf > start && bytes[lf - 1] === CR) {
+      parts.push(bytes.subarray(start, lf - 1));
+      start = lf;
+    }
+  }
+  parts.push(bytes.subarray(start));
+  return Buffer.concat(parts);
+}
+
+/**
+ * Writes bytes as UTF-16LE text with a byte order mark, each byte read as a
+ * Latin-1 character, as PowerShell 5's `>` re-encodes a program's output.
+ */
+export function utf16Text(bytes: Buffer): Buffer {
+  return Buffer.concat([
+    Buffer.from([0xff, 0xfe]),
+    Buffer.from(bytes.toString("latin1"), "utf16le"),
+  ]);
+}
+
+/**
+ * Returns `length` bytes that look random, the same for the same seed: the
+ * AES-256-CTR key stream of the seed's SHA-256. They do not compress, so
+ * gzip of them is as long as they are.
+ */
+export function pseudoRandomBytes(seed: string, length: number): Buffer {
+  const key = createHash("sha256").update(seed).digest();
+  const cipher = createCipheriv("aes-256-ctr", key, Buffer.alloc(16));
+  return cipher.update(Buffer.alloc(length));
+}
+
+/**
+ * Builds a root file system tar as `docker export` writes it: the files of
+ * a container, with the `.dockerenv` marker and the files that the engine
+ * mounts into every container (`etc/hostname`, `etc/hosts`,
+ * `etc/resolv.conf`), and no manifest.json.
+ */
+export function rootFilesystemTar(files: Record<string, string>): Buffer {
+  const all: Record<string, string> = {
+    ".dockerenv": "",
+    "etc/hostname": "",
+    "etc/hosts": "",
+    "etc/resolv.conf": "",
+    ...files,
+  };
+  const entries: TarEntry[] = [
+    { path: "dev/", type: "directory" },
+    { path: "proc/", type: "directory" },
+    { path: "sys/", type: "directory" },
+    ...withParentDirectories(
+      Object.entries(all).map(([path, body]) => ({ path, body })),
+    ),
+  ];
+  return tarEntries(entries.sort((a, b) => compareWalkOrder(a.path, b.path)));
 }
