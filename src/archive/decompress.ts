@@ -12,6 +12,112 @@ const inflateChunkSize = 256 * 1024;
 /** Layers of gzip unwrapped before giving up: one is normal, two happen by mistake. */
 const maxGzipLayers = 3;
 
+/** Bytes at the start of a stream that are checked for rewritten line breaks. */
+export const lineBreakSampleSize = 1024 * 1024;
+
+/**
+ * LF bytes that must all follow a CR before the bytes count as rewritten
+ * from LF to CR LF. In data that is not text, a byte before LF is CR one
+ * time in 256, so 16 in a row happen by chance about once in 2^128.
+ */
+const minLineFeedsAllAfterCr = 16;
+
+/**
+ * LF bytes of compressed data, at most one of them after a CR, before the
+ * data counts as rewritten from CR LF to LF. Compressed bytes look random,
+ * so about one LF in 256 follows a CR: 12 of 3072 on average, and at most
+ * one by chance about once in 12 000 streams (Poisson). The rewrite leaves
+ * a CR LF only where the original had CR CR LF.
+ */
+const minLineFeedsNoneAfterCr = 3072;
+
+/**
+ * The rewrite a text-mode transfer made to a file's bytes: every LF written
+ * as CR LF, or every CR LF pair written as LF.
+ */
+export type LineBreakDamage = "lf-to-crlf" | "crlf-to-lf";
+
+/**
+ * Counts the LF bytes in the first `lineBreakSampleSize` bytes of a stream,
+ * and how many of them follow a CR, to tell whether the stream's line
+ * breaks were rewritten. Only a stream that failed to parse is judged, so
+ * a valid file of Windows text never counts as damaged.
+ */
+export class LineBreakSample {
+  /** Bytes seen, including those past the sample. */
+  total = 0;
+  #sampled = 0;
+  #lineFeeds = 0;
+  #afterCr = 0;
+  #previous = -1;
+
+  add(chunk: Buffer): void {
+    this.total += chunk.length;
+    const room = lineBreakSampleSize - this.#sampled;
+    if (room <= 0) return;
+    const part = chunk.length > room ? chunk.subarray(0, room) : chunk;
+    for (
+      let index = part.indexOf(0x0a);
+      index !== -1;
+      index = part.indexOf(0x0a, index + 1)
+    ) {
+      this.#lineFeeds += 1;
+      const before = index > 0 ? part[index - 1] : this.#previous;
+      if (before === 0x0d) this.#afterCr += 1;
+    }
+    if (part.length > 0) this.#previous = part[part.length - 1];
+    this.#sampled += part.length;
+  }
+
+  /** Whether the sample is complete, so reading on would not change the verdict. */
+  get full(): boolean {
+    return this.#sampled >= lineBreakSampleSize;
+  }
+
+  /**
+   * Returns how the line breaks were rewritten, when the sample shows it.
+   * The CR LF to LF rewrite is recognisable only in compressed data, where
+   * CR LF pairs occur at random. A tar of Unix text files has none either.
+   */
+  damage(compressed: boolean): LineBreakDamage | undefined {
+    const lineFeeds = this.#lineFeeds;
+    if (lineFeeds >= minLineFeedsAllAfterCr && this.#afterCr === lineFeeds) {
+      return "lf-to-crlf";
+    }
+    if (
+      compressed &&
+      lineFeeds >= minLineFeedsNoneAfterCr &&
+      this.#afterCr <= 1
+    ) {
+      return "crlf-to-lf";
+    }
+    return undefined;
+  }
+
+  /** Describes the damage for an error message, after "is not a valid tar file: ". */
+  describe(damage: LineBreakDamage): string {
+    const sampled = `the first ${formatBytes(this.#sampled)}`;
+    const cause =
+      "by a text-mode transfer (FTP in ASCII mode, git with autocrlf) or a shell redirect";
+    if (damage === "lf-to-crlf") {
+      return `each of the ${this.#lineFeeds} line feed (LF) bytes in ${sampled} follows a carriage return (CR), so its line breaks were probably rewritten from LF to CR LF ${cause}`;
+    }
+    const found = this.#afterCr === 0 ? "none" : "only one";
+    return `${found} of the ${this.#lineFeeds} line feed (LF) bytes in ${sampled} follows a carriage return (CR), where compressed data has about one in 256, so its CR LF pairs were probably rewritten to LF ${cause}`;
+  }
+}
+
+/** The fix for a file whose line breaks were rewritten. */
+export const lineBreakHint =
+  "copy the file again in binary mode (scp, FTP in binary mode, or git with the file marked binary in .gitattributes) and compare its checksum with the original; write image tarballs with docker save -o FILE IMAGE, not with a shell redirect";
+
+function formatBytes(count: number): string {
+  if (count >= 1024 * 1024 && count % (1024 * 1024) === 0) {
+    return `${count / (1024 * 1024)} MiB`;
+  }
+  return `${count} bytes`;
+}
+
 /** Format of a file, as its first bytes show it. */
 export type Sniffed =
   | "gzip"
@@ -129,10 +235,13 @@ export async function* tarBytes(
         );
       }
       const gunzip = createGunzip({ chunkSize: inflateChunkSize });
-      const input = Readable.from(replay(head, iterator, done));
+      const sample = new LineBreakSample();
+      const input = Readable.from(
+        sampled(replay(head, iterator, done), sample),
+      );
       input.on("error", (error) => gunzip.destroy(error));
       input.pipe(gunzip);
-      stream = inflated(gunzip, label, code);
+      stream = inflated(gunzip, { input, sample }, label, code);
       continue;
     }
     const problem = textOrCompression(kind, head);
@@ -146,8 +255,39 @@ export async function* tarBytes(
   }
 }
 
+/** Passes chunks through, adding each to the sample. */
+async function* sampled(
+  source: AsyncIterable<Buffer>,
+  sample: LineBreakSample,
+): AsyncGenerator<Buffer> {
+  for await (const chunk of source) {
+    sample.add(chunk);
+    yield chunk;
+  }
+}
+
+/**
+ * Reads on from a compressed stream that failed to inflate, until its line
+ * break sample is complete or the stream ends, so that the diagnosis does
+ * not rest on the few bytes zlib had read when it failed.
+ */
+async function completeSample(
+  input: Readable,
+  sample: LineBreakSample,
+): Promise<void> {
+  input.unpipe();
+  try {
+    for await (const _chunk of input) {
+      if (sample.full) break;
+    }
+  } catch {
+    // The input's own error is not the one to report.
+  }
+}
+
 async function* inflated(
   gunzip: ReturnType<typeof createGunzip>,
+  compressed: { input: Readable; sample: LineBreakSample },
   label: string,
   code: "ARCHIVE_UNREADABLE" | "IMAGE_TARBALL_INVALID",
 ): AsyncGenerator<Buffer> {
@@ -156,6 +296,15 @@ async function* inflated(
   } catch (error) {
     if (error instanceof PpaLoadError) throw error;
     const message = (error as Error).message;
+    await completeSample(compressed.input, compressed.sample);
+    const damage = compressed.sample.damage(true);
+    if (damage) {
+      throw new PpaLoadError(
+        code,
+        `${label} is not a valid gzip-compressed tar file (${message}): ${compressed.sample.describe(damage)}`,
+        { cause: error, hint: lineBreakHint },
+      );
+    }
     throw new PpaLoadError(
       code,
       message.includes("unexpected end")

@@ -3,7 +3,7 @@ import { posix } from "node:path";
 import { Readable, Writable } from "node:stream";
 import { Parser, type ReadEntry } from "tar";
 
-import { tarBytes } from "./decompress.js";
+import { LineBreakSample, lineBreakHint, tarBytes } from "./decompress.js";
 
 import { PpaLoadError, errorMessage } from "../errors.js";
 
@@ -84,17 +84,27 @@ export async function* readArchiveEntries(
     if (current && !current.emittedEnd) current.end();
     notify();
   };
-  const onTarProblem = (error: Error & { code?: string }) =>
+  /** The tar bytes given to the parser, counted to explain a parse failure. */
+  const sample = new LineBreakSample();
+  const onTarProblem = (error: Error & { code?: string }) => {
+    const damage = sample.damage(false);
     fail(
-      new PpaLoadError(
-        "ARCHIVE_UNREADABLE",
-        `${file}: not a readable tar archive: ${error.message}`,
-        {
-          cause: error,
-          hint: "check that the file is a complete .tgz, e.g. with tar -tzf",
-        },
-      ),
+      damage
+        ? new PpaLoadError(
+            "ARCHIVE_UNREADABLE",
+            `${file} is not a valid tar file (${error.message}): ${sample.describe(damage)}`,
+            { cause: error, hint: lineBreakHint },
+          )
+        : new PpaLoadError(
+            "ARCHIVE_UNREADABLE",
+            `${file}: not a readable tar archive: ${error.message}`,
+            {
+              cause: error,
+              hint: "check that the file is a complete .tgz, e.g. with tar -tzf",
+            },
+          ),
     );
+  };
   parser.on("error", onTarProblem);
   parser.on("abort", onTarProblem);
   parser.on("end", () => {
@@ -129,6 +139,7 @@ export async function* readArchiveEntries(
         callback();
         return;
       }
+      sample.add(chunk);
       try {
         if (parser.write(chunk)) callback();
         else parser.once("drain", () => callback());
@@ -188,13 +199,30 @@ export async function* readArchiveEntries(
         skip: () => entry.resume(),
       };
       // A consumer that stopped reading early must not stall the archive.
-      entry.resume();
+      await drain(entry);
       current = undefined;
     }
     if (failure) throw failure;
   } finally {
     options.signal?.removeEventListener("abort", onAbort);
-    if (!finished) source.destroy();
+    // A failure also ends the reading, so that the file is closed.
+    if (!finished || failure) source.destroy();
+  }
+}
+
+/**
+ * Reads and discards what a consumer left of an entry. resume() alone is not
+ * enough: a read that the consumer left pending (as a stream made with
+ * Readable.from reads ahead) takes the next chunk and pauses the entry
+ * again, which would stall the archive.
+ */
+async function drain(entry: ReadEntry): Promise<void> {
+  try {
+    for await (const _chunk of entry) {
+      // Discarded: the consumer is done with this entry.
+    }
+  } catch {
+    // The archive's own failure, if any, is reported by the reader.
   }
 }
 

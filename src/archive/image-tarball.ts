@@ -4,6 +4,7 @@ import { Parser, type ReadEntry } from "tar";
 
 import { PpaLoadError } from "../errors.js";
 import type { Platform } from "../manifest/model.js";
+import { LineBreakSample, lineBreakHint } from "./decompress.js";
 
 /** An image found inside a `docker save` tarball. */
 export interface SavedImage {
@@ -61,7 +62,8 @@ export class ImageTarballInspector {
   #ended: Promise<void> | undefined;
   #metadataBytes = 0;
   #parseError: Error | undefined;
-  #firstBytes: Buffer | undefined;
+  /** The tar bytes written, counted for the diagnosis of a tarball that does not parse. */
+  readonly #sample = new LineBreakSample();
 
   /**
    * With `onLayer`, every layer file is handed over as it streams past;
@@ -83,7 +85,7 @@ export class ImageTarballInspector {
 
   /** Writes the next chunk of the tarball. Returns false when the caller should wait for `drained()`. */
   write(chunk: Buffer): boolean {
-    if (!this.#firstBytes) this.#firstBytes = chunk.subarray(0, 512);
+    this.#sample.add(chunk);
     return this.#parser.write(chunk);
   }
 
@@ -202,6 +204,30 @@ export class ImageTarballInspector {
 
   /** Returns the images found, or throws naming what is wrong. */
   result(): TarballContents {
+    try {
+      return this.#images();
+    } catch (error) {
+      throw this.#lineBreakDamage() ?? error;
+    }
+  }
+
+  /**
+   * Explains a tarball that does not parse, or whose length is not a whole
+   * number of 512-byte tar blocks, by line breaks that a text-mode copy
+   * rewrote, when its bytes show that pattern.
+   */
+  #lineBreakDamage(): PpaLoadError | undefined {
+    const malformed =
+      this.#parseError !== undefined || this.#sample.total % 512 !== 0;
+    const damage = malformed ? this.#sample.damage(false) : undefined;
+    if (!damage) return undefined;
+    return this.#invalid(
+      `is not a valid tar file: ${this.#sample.describe(damage)}`,
+      lineBreakHint,
+    );
+  }
+
+  #images(): TarballContents {
     const manifest = this.#metadata.get("manifest.json");
     const index = this.#metadata.get("index.json");
     if (!manifest && !index) throw this.#notAnImageTarball();
@@ -245,13 +271,20 @@ export class ImageTarballInspector {
   }
 
   #notAnImageTarball(): PpaLoadError {
+    const length = this.#sample.total;
+    if (length % 512 !== 0) {
+      return this.#invalid(
+        `is not a valid tar file: its length, ${length} bytes, is not a multiple of the 512-byte tar block${this.#parseError ? ` (${this.#parseError.message})` : ""}, so it was cut short or a transfer changed its bytes`,
+        "copy the file again in binary mode and compare its checksum with the original, or save the image again with docker save -o FILE IMAGE",
+      );
+    }
     if (this.#parseError || this.#files.size === 0) {
       return this.#invalid(
         `is not a valid tar file${this.#parseError ? ` (${this.#parseError.message})` : ""}`,
         "recreate it with docker save -o FILE IMAGE",
       );
     }
-    const looksLikeRootfs = ["etc/passwd", "bin/sh", "usr/bin/env"].some((p) =>
+    const looksLikeRootfs = rootFilesystemMarkers.some((p) =>
       this.#files.has(p),
     );
     if (looksLikeRootfs) {
@@ -403,6 +436,20 @@ export class ImageTarballInspector {
   }
 }
 
+/**
+ * Files that a root file system has and a `docker save` tarball never has at
+ * its top: `docker export` writes `.dockerenv` and the files the engine
+ * mounts into every container, even for an image built from scratch.
+ */
+const rootFilesystemMarkers = [
+  ".dockerenv",
+  "etc/hostname",
+  "etc/resolv.conf",
+  "etc/passwd",
+  "bin/sh",
+  "usr/bin/env",
+];
+
 function isMetadataPath(path: string): boolean {
   if (path.startsWith("blobs/")) return true;
   return (
@@ -440,14 +487,29 @@ function blobPath(digest: unknown): string {
 /**
  * Returns the image name from OCI index annotations. Docker 25 and later put
  * the full name in `io.containerd.image.name` and only the tag in
- * `org.opencontainers.image.ref.name`.
+ * `org.opencontainers.image.ref.name`. The name is returned as Docker shows
+ * it and writes it in manifest.json's `RepoTags` (`busybox:1.0` for
+ * `docker.io/library/busybox:1.0`), so that an image is published to the
+ * same repository whichever of the two files names it.
  */
 export function ociImageName(
   annotations: Record<string, string>,
 ): string | undefined {
   const full = annotations["io.containerd.image.name"];
-  if (full) return full;
+  if (full) return familiarName(full);
   const ref = annotations["org.opencontainers.image.ref.name"];
-  if (ref && (ref.includes("/") || ref.includes(":"))) return ref;
+  if (ref && (ref.includes("/") || ref.includes(":"))) return familiarName(ref);
   return undefined;
+}
+
+/** Drops Docker Hub's host, and its `library/` for official images, from a name. */
+function familiarName(name: string): string {
+  const hub =
+    /^(?:docker\.io|index\.docker\.io|registry-1\.docker\.io)\/(.+)$/.exec(
+      name,
+    );
+  if (!hub) return name;
+  const path = hub[1];
+  const official = /^library\/([^/]+)$/.exec(path);
+  return official ? official[1] : path;
 }

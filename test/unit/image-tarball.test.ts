@@ -1,10 +1,16 @@
 import { Parser } from "tar";
 import { describe, expect, it } from "vitest";
 
-import { ImageTarballInspector } from "../../src/archive/image-tarball.js";
 import {
+  ImageTarballInspector,
+  ociImageName,
+} from "../../src/archive/image-tarball.js";
+import {
+  crlfToLf,
   describeImage,
   dockerSaveTarball,
+  lfToCrlf,
+  rootFilesystemTar,
   tarEntries,
   type ImageSpec,
   type TarEntry,
@@ -138,5 +144,91 @@ describe("ImageTarballInspector", () => {
     await expect(inspect(rootfs)).rejects.toThrow(
       /is a root file system \(docker export output\)/,
     );
+  });
+
+  it("says an exported scratch image is not a saved image", async () => {
+    const rootfs = rootFilesystemTar({ app: "binary" });
+
+    await expect(inspect(rootfs)).rejects.toThrow(
+      /images\/x\.tar: is a root file system \(docker export output\)/,
+    );
+  });
+
+  it("blames LF rewritten as CR LF for a tarball that does not parse", async () => {
+    const save = dockerSaveTarball(
+      [
+        {
+          repoTags: ["example/text:1.0"],
+          layers: [{ files: { "etc/a.conf": "a=1\n".repeat(40) } }],
+        },
+      ],
+      { format: "legacy" },
+    );
+
+    const error = await inspect(lfToCrlf(save)).catch((caught) => caught);
+
+    expect(error.message).toMatch(
+      /^images\/x\.tar: is not a valid tar file: each of the \d+ line feed \(LF\) bytes in the first \d+ bytes follows a carriage return \(CR\), so its line breaks were probably rewritten from LF to CR LF/,
+    );
+    expect(error.hint).toMatch(/binary mode/);
+  });
+
+  it("blames no line breaks for a valid tarball of CR LF text", async () => {
+    const save = dockerSaveTarball(
+      [
+        {
+          repoTags: ["example/text:1.0"],
+          layers: [{ files: { "a.ini": "a=1\r\n".repeat(40) } }],
+        },
+      ],
+      { format: "legacy" },
+    );
+
+    const contents = await inspect(save);
+
+    expect(contents.images[0].repoTags).toEqual(["example/text:1.0"]);
+  });
+
+  it("says a tarball of partial tar blocks was cut or changed", async () => {
+    const save = dockerSaveTarball(
+      [
+        {
+          repoTags: ["example/text:1.0"],
+          layers: [{ files: { "a.ini": "a=1\r\n".repeat(40) } }],
+        },
+      ],
+      { format: "legacy" },
+    );
+    const shortened = crlfToLf(save);
+
+    await expect(inspect(shortened)).rejects.toThrow(
+      `images/x.tar: is not a valid tar file: its length, ${shortened.length} bytes, is not a multiple of the 512-byte tar block`,
+    );
+  });
+});
+
+describe("ociImageName", () => {
+  it("returns the name as Docker shows it", () => {
+    const name = (full: string) =>
+      ociImageName({
+        "io.containerd.image.name": full,
+        "org.opencontainers.image.ref.name": "1.0",
+      });
+
+    expect(name("docker.io/library/busybox:1.0")).toBe("busybox:1.0");
+    expect(name("docker.io/example/app:1.0")).toBe("example/app:1.0");
+    expect(name("docker.io/library/a/b:1.0")).toBe("library/a/b:1.0");
+    expect(name("quay.io/example/app:1.0")).toBe("quay.io/example/app:1.0");
+  });
+
+  it("ignores a ref.name that holds only the tag", () => {
+    expect(
+      ociImageName({ "org.opencontainers.image.ref.name": "1.0" }),
+    ).toBeUndefined();
+    expect(
+      ociImageName({
+        "org.opencontainers.image.ref.name": "docker.io/library/busybox:1.0",
+      }),
+    ).toBe("busybox:1.0");
   });
 });

@@ -1,0 +1,45 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { readArchiveEntries } from "../../src/archive/entries.js";
+import { gzipDeterministic, tarEntries } from "../../testdata/generate.js";
+
+describe("readArchiveEntries", () => {
+  let folder: string;
+
+  beforeAll(async () => {
+    folder = await mkdtemp(join(tmpdir(), "ppa-load-entries-"));
+  });
+
+  afterAll(async () => {
+    await rm(folder, { recursive: true, force: true });
+  });
+
+  it("reads on after a consumer leaves a read pending", async () => {
+    const archive = join(folder, "pending.tgz");
+    await writeFile(
+      archive,
+      gzipDeterministic(
+        tarEntries([
+          { path: "images/first.tar", body: Buffer.alloc(4 * 1024 * 1024, 1) },
+          { path: "images/second.tar", body: "second" },
+        ]),
+      ),
+    );
+
+    const paths: string[] = [];
+    for await (const entry of readArchiveEntries(archive)) {
+      paths.push(entry.path);
+      if (entry.path !== "images/first.tar") continue;
+      // Readable.from reads ahead, so a read of the entry is left pending
+      // when the consumer stops after one chunk.
+      const stream = Readable.from(entry.body);
+      for await (const _chunk of stream) break;
+    }
+
+    expect(paths).toEqual(["images/first.tar", "images/second.tar"]);
+  }, 10_000);
+});
