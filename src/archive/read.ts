@@ -95,13 +95,18 @@ export async function readArchive(
       case "manifest.json":
         try {
           const text = await readEntryText(entry);
-          contents.manifests.push(
+          // Every invalid entry is reported, and the valid ones are planned
+          // too, so that one run lists every problem of the archive.
+          const parsed =
             entry.kind === "manifest.yaml"
-              ? parseManifestYaml(text)
-              : parseManifestJson(text),
-          );
+              ? parseManifestYaml(text, { keepValidEntries: true })
+              : parseManifestJson(text, { keepValidEntries: true });
+          contents.manifests.push(parsed);
+          for (const invalid of parsed.invalidEntries ?? []) {
+            contents.manifestProblems.push(...problemTexts(invalid));
+          }
         } catch (error) {
-          contents.manifestProblems.push(errorMessage(error));
+          contents.manifestProblems.push(...problemTexts(error));
         }
         break;
       case "image":
@@ -119,6 +124,13 @@ export async function readArchive(
     }
   }
   return contents;
+}
+
+/** Lists what is wrong with a manifest that failed to parse, each with its fix. */
+function problemTexts(error: unknown): string[] {
+  if (!(error instanceof PpaLoadError)) return [errorMessage(error)];
+  if (error.problems.length > 0) return error.problems;
+  return [error.hint ? `${error.message}; ${error.hint}` : error.message];
 }
 
 async function readTarball(

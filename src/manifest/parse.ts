@@ -29,10 +29,63 @@ export interface ParsedManifest {
   images: ImageSpec[];
   charts: ChartSpec[];
   warnings: ManifestProblem[];
+  /**
+   * Entries that are invalid and were left out, each as the error that
+   * names the entry and its fix. Set only with `keepValidEntries`.
+   */
+  invalidEntries?: PpaLoadError[];
+}
+
+export interface ParseOptions {
+  /**
+   * Return the valid entries and list the invalid ones in `invalidEntries`,
+   * instead of throwing, so that a caller can report every problem of the
+   * archive at once. A file that is not valid YAML or JSON, or whose top
+   * level is not a mapping, still throws.
+   */
+  keepValidEntries?: boolean;
 }
 
 function invalid(file: ManifestFile, message: string, hint?: string): never {
   throw new PpaLoadError("MANIFEST_INVALID", `${file}: ${message}`, { hint });
+}
+
+/**
+ * Parses each item of a list, collecting the MANIFEST_INVALID error of each
+ * item that fails instead of stopping at the first, so that one run reports
+ * every invalid entry. Returns the items that parsed.
+ */
+function parseEach<T>(
+  items: unknown[],
+  problems: PpaLoadError[],
+  parse: (item: unknown, index: number) => T,
+): T[] {
+  const parsed: T[] = [];
+  items.forEach((item, index) => {
+    try {
+      parsed.push(parse(item, index));
+    } catch (error) {
+      if (!(error instanceof PpaLoadError)) throw error;
+      problems.push(error);
+    }
+  });
+  return parsed;
+}
+
+/** Throws the problems collected from one manifest: the error itself when there is one. */
+function throwProblems(file: ManifestFile, problems: PpaLoadError[]): void {
+  if (problems.length === 0) return;
+  if (problems.length === 1) throw problems[0];
+  throw new PpaLoadError(
+    "MANIFEST_INVALID",
+    `${file} has ${problems.length} invalid entries`,
+    {
+      problems: problems.map((problem) =>
+        problem.hint ? `${problem.message}; ${problem.hint}` : problem.message,
+      ),
+      hint: `correct each entry in ${file}`,
+    },
+  );
 }
 
 /**
@@ -255,8 +308,12 @@ export function normalizeManifestPath(path: string): string {
   return text.replace(/^(\.\/)+/, "");
 }
 
-function parseCharts(file: ManifestFile, value: unknown): ChartSpec[] {
-  return asList(file, "charts", value).map((item, i) => {
+function parseCharts(
+  file: ManifestFile,
+  value: unknown,
+  problems: PpaLoadError[],
+): ChartSpec[] {
+  return parseEach(asList(file, "charts", value), problems, (item, i) => {
     const where = `charts[${i}]`;
     if (item === null || typeof item !== "object") {
       invalid(file, `${where} must be a mapping with an "archive" field`);
@@ -287,8 +344,10 @@ function parseReferences(
   file: ManifestFile,
   where: string,
   value: unknown,
+  problems: PpaLoadError[],
 ): ReferenceSpec[] {
-  return asList(file, `${where}.references`, value).map((item, i) => {
+  const items = asList(file, `${where}.references`, value);
+  return parseEach(items, problems, (item, i) => {
     const refWhere = `${where}.references[${i}]`;
     if (item === null || typeof item !== "object") {
       invalid(file, `${refWhere} must be a mapping with a "repository" field`);
@@ -312,7 +371,12 @@ function parseReferences(
   });
 }
 
-function parseImage(file: ManifestFile, item: unknown, i: number): ImageSpec {
+function parseImage(
+  file: ManifestFile,
+  item: unknown,
+  i: number,
+  problems: PpaLoadError[],
+): ImageSpec | undefined {
   const where = `images[${i}]`;
   if (item === null || typeof item !== "object") {
     invalid(file, `${where} must be a mapping with an "image" field`);
@@ -322,7 +386,11 @@ function parseImage(file: ManifestFile, item: unknown, i: number): ImageSpec {
   if (!source) invalid(file, `${where} has no "image" field`);
   const tagField = asString(file, `${where}.tag`, image.tag);
   const archive = asString(file, `${where}.archive`, image.archive);
-  let references = parseReferences(file, where, image.references);
+  const found = problems.length;
+  let references = parseReferences(file, where, image.references, problems);
+  // The manifest is rejected for the invalid references, so the image is
+  // not parsed further, which could only report more of the same problem.
+  if (problems.length > found) return undefined;
 
   let name: { repository: string; tag: string };
   if (!tagField && !parseReference(source).tag && references.length > 0) {
@@ -354,7 +422,11 @@ function parseImage(file: ManifestFile, item: unknown, i: number): ImageSpec {
   return { ...name, source, references, declaredIn: [file] };
 }
 
-function parseDocument(file: ManifestFile, document: unknown): ParsedManifest {
+function parseDocument(
+  file: ManifestFile,
+  document: unknown,
+  options: ParseOptions,
+): ParsedManifest {
   if (document === null || document === undefined) {
     return {
       file,
@@ -370,14 +442,25 @@ function parseDocument(file: ManifestFile, document: unknown): ParsedManifest {
     invalid(file, "the top level must be a mapping with images and charts");
   }
   const root = trimKeys(file, document) as Json;
-  const images = asList(file, "images", root.images).map((item, i) =>
-    parseImage(file, item, i),
-  );
-  return { file, images, charts: parseCharts(file, root.charts), warnings: [] };
+  const problems: PpaLoadError[] = [];
+  const images = parseEach(
+    asList(file, "images", root.images),
+    problems,
+    (item, i) => parseImage(file, item, i, problems),
+  ).filter((image): image is ImageSpec => image !== undefined);
+  const charts = parseCharts(file, root.charts, problems);
+  if (options.keepValidEntries) {
+    return { file, images, charts, warnings: [], invalidEntries: problems };
+  }
+  throwProblems(file, problems);
+  return { file, images, charts, warnings: [] };
 }
 
 /** Parses a manifest.yaml, accepting the quirks of published manifests. */
-export function parseManifestYaml(text: string): ParsedManifest {
+export function parseManifestYaml(
+  text: string,
+  options: ParseOptions = {},
+): ParsedManifest {
   const file = "manifest.yaml";
   let document: unknown;
   try {
@@ -387,11 +470,14 @@ export function parseManifestYaml(text: string): ParsedManifest {
       error instanceof yaml.YAMLException ? error.message : String(error);
     invalid(file, `is not valid YAML: ${reason}`);
   }
-  return parseDocument(file, document);
+  return parseDocument(file, document, options);
 }
 
 /** Parses a manifest.json, in the flat format or the one manifest.yaml uses. */
-export function parseManifestJson(text: string): ParsedManifest {
+export function parseManifestJson(
+  text: string,
+  options: ParseOptions = {},
+): ParsedManifest {
   const file = "manifest.json";
   let document: unknown;
   try {
@@ -399,7 +485,7 @@ export function parseManifestJson(text: string): ParsedManifest {
   } catch (error) {
     invalid(file, `is not valid JSON: ${(error as Error).message}`);
   }
-  return parseDocument(file, document);
+  return parseDocument(file, document, options);
 }
 
 function samePlatform(a: Platform, b: Platform): boolean {

@@ -126,6 +126,46 @@ describe("parseManifestYaml", () => {
     expect(error.hint).toMatch(/NAME:TAG/);
   });
 
+  it("reports every invalid entry at once", () => {
+    const error = thrown(() =>
+      parseManifestYaml(
+        [
+          "images:",
+          "- image: a/b:1",
+          "  references:",
+          "  - repository: host:5000/a/b-amd64",
+          "  - repository: a/b-s390x",
+          "- image: a/c:1",
+          "- image: a/d",
+          "charts:",
+          "- repository-keys: [image.repository]",
+          "",
+        ].join("\n"),
+      ),
+    );
+
+    expect(error.code).toBe("MANIFEST_INVALID");
+    expect(error.message).toBe("manifest.yaml has 4 invalid entries");
+    expect(error.problems).toEqual([
+      'manifest.yaml: images[0].references[0].repository "host:5000/a/b-amd64" has no tag; write it as NAME:TAG, or give the tag in a "tag" field',
+      'manifest.yaml: images[0].references[1].repository "a/b-s390x" has no tag; write it as NAME:TAG, or give the tag in a "tag" field',
+      'manifest.yaml: images[2].image "a/d" has no tag; write it as NAME:TAG, or give the tag in a "tag" field',
+      'manifest.yaml: charts[0] has no "archive" field',
+    ]);
+  });
+
+  it("keeps the valid entries when asked to", () => {
+    const parsed = parseManifestYaml(
+      "images:\n- image: a/b\n- image: a/c:1\n",
+      { keepValidEntries: true },
+    );
+
+    expect(parsed.images.map((image) => image.source)).toEqual(["a/c:1"]);
+    expect(parsed.invalidEntries?.map((error) => error.message)).toEqual([
+      'manifest.yaml: images[0].image "a/b" has no tag',
+    ]);
+  });
+
   it("reports invalid YAML with the file name and position", () => {
     const error = thrown(() => parseManifestYaml("images: [\n"));
 
