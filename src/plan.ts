@@ -167,6 +167,12 @@ function findTarball(
   };
 }
 
+/** Adds what to do about an unreadable tarball to a problem about it. */
+function withHint(problem: string, tarball: TarballRecord): string {
+  const hint = tarball.error?.hint;
+  return hint ? `${problem}; ${hint}` : problem;
+}
+
 function describeFiles(ref: ReferenceSpec): string {
   return ref.declaredIn.join(" and ");
 }
@@ -206,7 +212,9 @@ function locateReference(
       );
     }
     if (tarball.error) {
-      plan.errors.push(`${tarball.error.message} (it holds ${nameOf(ref)})`);
+      plan.errors.push(
+        withHint(`${tarball.error.message} (it holds ${nameOf(ref)})`, tarball),
+      );
       return undefined;
     }
     const image = pickImage(ref, tarball, plan);
@@ -222,6 +230,14 @@ function locateReference(
   const distinct = new Set(candidates.map((c) => c.image.imageId));
   if (distinct.size === 1) return candidates[0];
   if (distinct.size > 1) {
+    // Per-architecture saves of one multi-architecture image carry the
+    // same name, so the platform that the manifest gives picks one.
+    const onPlatform = ref.platform
+      ? candidates.filter((c) => fitsPlatform(c.image.platform, ref.platform!))
+      : [];
+    if (new Set(onPlatform.map((c) => c.image.imageId)).size === 1) {
+      return onPlatform[0];
+    }
     plan.errors.push(
       `${nameOf(ref)} is carried by different images in ${candidates.map((c) => c.tarball.entry).join(", ")}; add an "archive" field for it in manifest.json to say which file it is`,
     );
@@ -232,9 +248,43 @@ function locateReference(
     `${describeFiles(ref)} names ${nameOf(ref)}, but no image tarball in the archive carries that name` +
       (unreadable.length
         ? ` (unreadable: ${unreadable.map((t) => `${t.entry}: ${t.error?.message ?? "unknown reason"}`).join("; ")})`
-        : ""),
+        : "") +
+      unnamedImages(ref, input),
   );
   return undefined;
+}
+
+/**
+ * Returns a sentence that lists the images saved by ID, which carry no
+ * name, as the ones a reference may mean, with the field that maps the
+ * reference to its file. Returns "" when there are none.
+ */
+function unnamedImages(ref: ReferenceSpec, input: PlanInput): string {
+  const unnamed = input.tarballs.flatMap((tarball) =>
+    (tarball.contents?.images ?? [])
+      .filter((image) => image.repoTags.length === 0)
+      .map((image) => ({ tarball, image })),
+  );
+  if (unnamed.length === 0) return "";
+  const listed = unnamed
+    .map(
+      ({ tarball, image }) => `${tarball.entry} holds image ${image.imageId}`,
+    )
+    .join(", ");
+  const [first] = unnamed;
+  return `. Images saved by ID carry no name: ${listed}. If ${nameOf(ref)} is one of them, add "archive: ${first.tarball.entry}" (its file) to the entry of ${ref.source} in ${describeFiles(ref)}`;
+}
+
+/**
+ * Checks an image config's platform against the one a manifest gives. A
+ * manifest platform without a variant matches every variant.
+ */
+function fitsPlatform(image: Platform, expected: Platform): boolean {
+  return (
+    image.os === expected.os &&
+    image.architecture === expected.architecture &&
+    (expected.variant === undefined || image.variant === expected.variant)
+  );
 }
 
 function platformsEqual(a: Platform, b: Platform): boolean {
@@ -330,8 +380,11 @@ function planWithoutManifest(input: PlanInput, plan: Plan): void {
   for (const tarball of input.tarballs) {
     for (const image of tarball.contents?.images ?? []) {
       if (image.repoTags.length === 0) {
+        const entry = JSON.stringify({
+          images: [{ image: "NAME", tag: "TAG", archive: tarball.entry }],
+        });
         plan.errors.push(
-          `${tarball.entry} holds image ${image.imageId} with no name (saved by ID) and the archive has no manifest to name it`,
+          `${tarball.entry} holds image ${image.imageId} with no name (saved by ID) and the archive has no manifest to name it. Add a manifest.json to the archive that names it, such as ${entry}, or save the image again by name: docker save -o FILE NAME:TAG`,
         );
       }
       for (const repoTag of image.repoTags) {
@@ -482,7 +535,7 @@ function reportUnpublished(input: PlanInput, plan: Plan): void {
           reason: `unreadable and not named by the manifest: ${tarball.error.message}`,
         });
       } else if (!input.manifest) {
-        plan.errors.push(tarball.error.message);
+        plan.errors.push(withHint(tarball.error.message, tarball));
       }
       continue;
     }
@@ -649,7 +702,7 @@ function reportNothingToPublish(input: PlanInput, plan: Plan): void {
     folders.size === 1 && paths.every((path) => path.includes("/"))
       ? paths.filter((path) => isPpaContent(path, folder))
       : [];
-  const chart = paths.find((path) => /^[^/]+\/Chart\.yaml$/.test(path));
+  const chart = paths.find((path) => /^([^/]+\/)?Chart\.yaml$/.test(path));
   if (nested.length > 0) {
     plan.errors.push(
       `${nothing}. Its entries are under the top-level folder ${folder}/ (for example ${nested[0]}). Extract the archive and pack the contents of ${folder}/ again without the folder, e.g. tar -czf NEW.tgz -C ${folder} .`,

@@ -179,6 +179,58 @@ describe("buildPlan", () => {
     expect(plan.errors[0]).toContain('add an "archive" field');
   });
 
+  it("tells images of one name apart by the platform the manifest gives", () => {
+    const plan = buildPlan(
+      input({
+        yaml: `images:
+- image: app:1.0
+  references:
+  - repository: app-amd64:1.0
+    pull-repository: app:1.0
+    platform: {os: linux, architecture: amd64}
+  - repository: app-arm64:1.0
+    pull-repository: app:1.0
+    platform: {os: linux, architecture: arm64}
+`,
+        tarballs: [
+          tarball("images/one.tar", image(["app:1.0"], "amd64", "one")),
+          tarball("images/two.tar", image(["app:1.0"], "arm64", "two")),
+        ],
+      }),
+    );
+
+    expect(plan.errors).toEqual([]);
+    expect(
+      plan.references.map(
+        (r) => `${r.target.repository}:${r.target.tag} ${r.tarball}`,
+      ),
+    ).toEqual([
+      "r.example:5000/ns/app-amd64:1.0 images/one.tar",
+      "r.example:5000/ns/app-arm64:1.0 images/two.tar",
+    ]);
+  });
+
+  it("reports one name on two images of the platform the manifest gives", () => {
+    const plan = buildPlan(
+      input({
+        yaml: `images:
+- image: app:1.0
+  references:
+  - repository: app:1.0
+    platform: {os: linux, architecture: amd64}
+`,
+        tarballs: [
+          tarball("images/one.tar", image(["app:1.0"], "amd64", "one")),
+          tarball("images/two.tar", image(["app:1.0"], "amd64", "two")),
+        ],
+      }),
+    );
+
+    expect(plan.errors).toEqual([
+      'app:1.0 is carried by different images in images/one.tar, images/two.tar; add an "archive" field for it in manifest.json to say which file it is',
+    ]);
+  });
+
   it("skips an image no manifest entry names", () => {
     const plan = buildPlan(
       input({
@@ -223,6 +275,35 @@ describe("buildPlan", () => {
     ]);
   });
 
+  it("adds the fix for an unreadable tarball to its problem", () => {
+    const broken: TarballRecord = {
+      entry: "images/app.tar",
+      size: 1,
+      error: {
+        code: "IMAGE_TARBALL_INVALID",
+        message: "images/app.tar: is not a valid tar file",
+        hint: "save it again with docker save -o FILE IMAGE",
+      },
+    };
+
+    const named = buildPlan(
+      input({
+        json: JSON.stringify({
+          images: [{ image: "app", tag: "1", archive: "images/app.tar" }],
+        }),
+        tarballs: [broken],
+      }),
+    );
+    const unnamed = buildPlan(input({ tarballs: [broken] }));
+
+    expect(named.errors).toEqual([
+      "images/app.tar: is not a valid tar file (it holds app:1); save it again with docker save -o FILE IMAGE",
+    ]);
+    expect(unnamed.errors).toEqual([
+      "images/app.tar: is not a valid tar file; save it again with docker save -o FILE IMAGE",
+    ]);
+  });
+
   it("publishes every tag of every image when there is no manifest", () => {
     const plan = buildPlan(
       input({
@@ -254,6 +335,23 @@ describe("buildPlan", () => {
     expect(plan.errors[0]).toMatch(
       /images\/x\.tar holds image sha256:\w+ with no name/,
     );
+    expect(plan.errors[0]).toContain(
+      'Add a manifest.json to the archive that names it, such as {"images":[{"image":"NAME","tag":"TAG","archive":"images/x.tar"}]}, or save the image again by name: docker save -o FILE NAME:TAG',
+    );
+  });
+
+  it("points a name no tarball carries at the images saved by ID", () => {
+    const unnamed = image([], "amd64", "x");
+    const plan = buildPlan(
+      input({
+        yaml: `images:\n- image: app:1.0\n`,
+        tarballs: [tarball("images/x.tar", unnamed)],
+      }),
+    );
+
+    expect(plan.errors).toEqual([
+      `manifest.yaml names app:1.0, but no image tarball in the archive carries that name. Images saved by ID carry no name: images/x.tar holds image ${unnamed.imageId}. If app:1.0 is one of them, add "archive: images/x.tar" (its file) to the entry of app:1.0 in manifest.yaml`,
+    ]);
   });
 
   it("reports every invalid target at once", () => {
@@ -660,6 +758,17 @@ describe("buildPlan with nothing to publish", () => {
     expect(plan.errors).toHaveLength(1);
     expect(plan.errors[0]).toMatch(
       /^the archive is a Helm chart \(it contains lonely\/Chart\.yaml\), not a PPA archive/,
+    );
+  });
+
+  it("recognises a chart with no top folder", () => {
+    const plan = buildPlan(
+      input({ entryPaths: ["Chart.yaml", "values.yaml"] }),
+    );
+
+    expect(plan.errors).toHaveLength(1);
+    expect(plan.errors[0]).toMatch(
+      /^the archive is a Helm chart \(it contains Chart\.yaml\), not a PPA archive/,
     );
   });
 
