@@ -548,6 +548,12 @@ function chartEntryName(path: string): string | { problem: string } {
     return { problem: `contains the absolute path ${JSON.stringify(path)}` };
   }
   const cleaned = cleanPath(rest);
+  if (cleaned === "." && parts.length === 1 && parts[0].startsWith("._")) {
+    // macOS tar writes the extended attributes of the chart folder as ._NAME beside it.
+    return {
+      problem: `contains the macOS metadata file ${JSON.stringify(path)} outside the chart folder, which Helm also rejects; package the chart with helm package, or set COPYFILE_DISABLE=1 before tar on macOS so that it writes no ._ files`,
+    };
+  }
   if (cleaned === ".") {
     return {
       problem: `contains ${JSON.stringify(path)} outside the chart folder`,
