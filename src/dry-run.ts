@@ -74,6 +74,7 @@ export async function dryRunImport(
       retry: options.retry,
       idleTimeoutMs: options.requestTimeoutMs,
       onRequest: (info) => options.onEvent?.({ type: "request", ...info }),
+      onWarning: (message) => options.onEvent?.({ type: "warning", message }),
     });
     destination = `registry ${client.baseUrl}`;
   } else {

@@ -91,7 +91,7 @@ export interface ImportOptions {
    * that a later run can resume them, and smaller ones in one request.
    */
   chunkSize?: number;
-  /** Retries of registry requests that receive 429, 502, 503 or 504. */
+  /** Retries of registry requests that receive 429, 500, 502, 503 or 504. */
   retry?: RetryOptions;
   /**
    * Milliseconds a registry request may go without sending or receiving a
@@ -336,6 +336,12 @@ function emptyResult(options: ImportOptions, registry: string): ImportResult {
   };
 }
 
+/** Formats a wait in milliseconds as seconds, with a tenth below ten seconds. */
+export function formatSeconds(milliseconds: number): string {
+  const seconds = milliseconds / 1000;
+  return `${seconds < 10 ? seconds.toFixed(1) : Math.round(seconds)} s`;
+}
+
 function defaultConcurrency(): number {
   return Math.max(4, 2 * availableParallelism());
 }
@@ -407,8 +413,9 @@ async function importWithSession(
     onRequest: (info) => emit({ type: "request", ...info }),
     onRetry: (info) =>
       warn(
-        `${info.method} ${info.url} got ${info.status}; trying again in ${Math.round(info.delayMs / 1000)} s (attempt ${info.attempt + 1})`,
+        `${info.method} ${info.url} got ${info.status}; trying again in ${formatSeconds(info.delayMs)} (attempt ${info.attempt + 1})`,
       ),
+    onWarning: warn,
   });
   if (isRegistry(registry)) {
     credentials = await resolveCredentials({ ...options, registry });

@@ -10,6 +10,7 @@ export interface ClientListeners {
   onRequest(info: { method: string; url: string; status: number }): void;
   onRetry(info: RetryInfo): void;
   onResume(info: ResumeInfo): void;
+  onWarning(message: string): void;
 }
 
 /**
@@ -40,6 +41,7 @@ export class ImportSession {
       onRequest: (info) => this.#listeners?.onRequest(info),
       onRetry: (info) => this.#listeners?.onRetry(info),
       onResume: (info) => this.#listeners?.onResume(info),
+      onWarning: (message) => this.#listeners?.onWarning(message),
     });
     this.#clients.set(key, client);
     return { client, created: true };

@@ -3,7 +3,7 @@ import { Readable } from "node:stream";
 
 import type { BlobSource, PublishTarget } from "../blobs/blob.js";
 import type { LayerBlob } from "../blobs/layer-store.js";
-import { PpaLoadError } from "../errors.js";
+import { PpaLoadError, errorMessage } from "../errors.js";
 import type {
   Failure,
   ImportEvent,
@@ -165,7 +165,7 @@ export class DirectPublisher {
         await Promise.all(
           built.blobs.map((blob) => this.#place(repository, blob)),
         );
-        await this.#context.target.putManifest(
+        await this.#putManifest(
           repository,
           built.digest,
           built.mediaType,
@@ -179,7 +179,7 @@ export class DirectPublisher {
         sha256Digest(listManifest.body),
         this.#context.noOverwrite,
       );
-      const digest = await this.#context.target.putManifest(
+      const digest = await this.#putManifest(
         repository,
         list.target.tag,
         listManifest.mediaType,
@@ -217,7 +217,7 @@ export class DirectPublisher {
       await Promise.all(
         built.blobs.map((blob) => this.#place(repository, blob)),
       );
-      const digest = await this.#context.target.putManifest(
+      const digest = await this.#putManifest(
         repository,
         ref.target.tag,
         built.mediaType,
@@ -358,7 +358,8 @@ export class DirectPublisher {
             signal: this.#context.signal,
             onProgress,
           }),
-        this.#context.signal,
+        `blob ${blob.digest} in ${repository}`,
+        this.#context,
       ),
     );
     emit({
@@ -389,6 +390,26 @@ export class DirectPublisher {
     }
   }
 
+  /** Puts a manifest, again after a dropped connection, as blobs are. */
+  #putManifest(
+    repository: string,
+    reference: string,
+    mediaType: string,
+    body: Buffer,
+  ): Promise<string> {
+    return withRetries(
+      () =>
+        this.#context.target.putManifest(
+          repository,
+          reference,
+          mediaType,
+          body,
+        ),
+      `manifest ${repository}:${reference}`,
+      this.#context,
+    );
+  }
+
   #apiRepository(targetRepository: string): string {
     return apiRepository(targetRepository, this.#context.registry);
   }
@@ -405,13 +426,15 @@ const progressIntervalMs = 250;
 const blobAttempts = 3;
 
 /**
- * Runs a blob placement again, after 1 s and then 2 s, when the connection
- * failed before the registry responded (reset, refused, timed out). The
- * client itself retries the responses worth retrying.
+ * Runs a blob or manifest placement again, after 1 s and then 2 s, with a
+ * warning, when the connection failed before the registry responded (reset,
+ * refused, timed out). The client itself retries the responses worth
+ * retrying.
  */
 async function withRetries<T>(
   task: () => Promise<T>,
-  signal: AbortSignal | undefined,
+  item: string,
+  context: Pick<DirectPublishContext, "signal" | "emit" | "result">,
 ): Promise<T> {
   for (let attempt = 1; ; attempt += 1) {
     try {
@@ -419,11 +442,14 @@ async function withRetries<T>(
     } catch (error) {
       if (
         attempt >= blobAttempts ||
-        signal?.aborted ||
+        context.signal?.aborted ||
         !isConnectionFailure(error)
       ) {
         throw error;
       }
+      const message = `the connection failed while placing ${item} (${errorMessage(error)}); trying again in ${attempt} s (attempt ${attempt + 1} of ${blobAttempts})`;
+      context.result.warnings.push(message);
+      context.emit({ type: "warning", message });
       await new Promise((resolve) => setTimeout(resolve, 1000 * attempt));
     }
   }

@@ -39,9 +39,6 @@ export function basicHeader(
  * the registry's own origin (`registryBaseUrl`, whose plain HTTP the caller
  * warns about already). Returns undefined for any other realm, and without
  * credentials.
- *
- * NOTE: RegistryClient does not call this yet, so an import does not show
- * the warning.
  */
 export function plainHttpRealmWarning(
   realm: string,

@@ -10,11 +10,12 @@ import {
   basicHeader,
   fetchToken,
   parseChallenge,
+  plainHttpRealmWarning,
 } from "./auth.js";
 import type { Credentials } from "./credentials.js";
 import { RegistryError, decodeErrorBody, redactUrl } from "./errors.js";
 import { manifestAccept } from "./media-types.js";
-import { Transport } from "./transport.js";
+import { Transport, isLoopbackHost } from "./transport.js";
 import type { UploadJournal } from "./upload-journal.js";
 
 export interface RetryOptions {
@@ -49,7 +50,7 @@ export interface RegistryClientOptions {
    * from; `process.env` by default. src/registry/transport.ts gives the rules.
    */
   env?: NodeJS.ProcessEnv;
-  /** Retries of requests that receive 429, 502, 503 or 504. */
+  /** Retries of requests that receive 429, 500, 502, 503 or 504. */
   retry?: RetryOptions;
   /** Called after each request, for verbose output. Never given secrets. */
   onRequest?: (info: { method: string; url: string; status: number }) => void;
@@ -61,6 +62,8 @@ export interface RegistryClientOptions {
    * an interrupted upload keeps its session for a later run.
    */
   journal?: UploadJournal;
+  /** Called with a warning for the user, e.g. credentials about to go over plain HTTP. */
+  onWarning?: (message: string) => void;
   /** Called when an upload looks up a session from the journal. */
   onResume?: (info: ResumeInfo) => void;
   /**
@@ -126,7 +129,7 @@ interface RequestOptions {
    */
   body?: Buffer | string | (() => BodyStream);
   signal?: AbortSignal;
-  /** Whether 429, 502, 503 and 504 are retried; true by default. */
+  /** Whether 429, 500, 502, 503 and 504 are retried; true by default. */
   retry?: boolean;
   /** Called with the size of each piece of the body as it goes out. */
   onBodyBytes?: (bytes: number) => void;
@@ -153,8 +156,10 @@ interface UploadSession {
 /**
  * Statuses that the client retries. The distribution spec calls 502, 503 and
  * 504 temporary and other 5xx terminal, and 429 reports rate limiting.
+ * Registries also answer 500 when their storage back end fails for a
+ * moment, so 500 is retried too, within the same bound.
  */
-const retryStatuses = new Set([429, 502, 503, 504]);
+const retryStatuses = new Set([429, 500, 502, 503, 504]);
 
 /** Maximum upload sessions per blob. The spec requires a new session when the registry reports one as unknown (404). */
 const maxUploadSessions = 3;
@@ -181,9 +186,7 @@ const bodySliceSize = 1024 * 1024;
 /** Whether a registry host is on this machine, where Docker allows plain HTTP. */
 export function isLoopbackRegistry(registry: string): boolean {
   const host = registry.replace(/:\d+$/, "").replace(/^\[|\]$/g, "");
-  return (
-    host === "localhost" || host === "::1" || /^127\.\d+\.\d+\.\d+$/.test(host)
-  );
+  return isLoopbackHost(host.toLowerCase());
 }
 
 export function sha256Digest(body: Buffer | string): string {
@@ -314,6 +317,7 @@ export class RegistryClient {
   readonly #onRetry?: RegistryClientOptions["onRetry"];
   readonly #journal?: UploadJournal;
   readonly #onResume?: RegistryClientOptions["onResume"];
+  readonly #onWarning?: RegistryClientOptions["onWarning"];
   readonly #idleTimeoutMs: number;
   #challenge: Challenge | undefined;
   readonly #tokens = new Map<string, { token: string; expiresAt: number }>();
@@ -339,6 +343,7 @@ export class RegistryClient {
     this.#onRetry = options.onRetry;
     this.#journal = options.journal;
     this.#onResume = options.onResume;
+    this.#onWarning = options.onWarning;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 120_000;
   }
 
@@ -518,7 +523,7 @@ export class RegistryClient {
    *
    * Each step follows the `Location` the registry returned last. After a 416
    * the chunk is sent again from the offset that a GET on the session
-   * reports. Responses 429, 502, 503 and 504 are retried after `Retry-After`
+   * reports. Responses 429, 500, 502, 503 and 504 are retried after `Retry-After`
    * or a growing wait. A 401 that rejects a bearer token fetches a new token
    * and sends the body again from its first byte. A session that the registry
    * reports as unknown (404) is started over. The blob's bytes are checked
@@ -1024,7 +1029,7 @@ export class RegistryClient {
     return `Bearer ${cached.token}`;
   }
 
-  /** Sends a request, retrying 429, 502, 503 and 504 a bounded number of times. */
+  /** Sends a request, retrying 429, 500, 502, 503 and 504 a bounded number of times. */
   async #request(path: string, options: RequestOptions): Promise<Response> {
     const url = /^https?:/.test(path) ? path : `${this.baseUrl}${path}`;
     const method = options.method ?? "GET";
@@ -1093,6 +1098,14 @@ export class RegistryClient {
     // revoked before it expired; ask for a new one.
     this.#tokens.delete(options.scopes.join(" "));
     if (!isNewChallenge && challenge.scheme === "basic") return response;
+    if (isNewChallenge && challenge.scheme === "bearer") {
+      const warning = plainHttpRealmWarning(
+        challenge.params.realm ?? "",
+        this.baseUrl,
+        this.#credentials,
+      );
+      if (warning) this.#onWarning?.(warning);
+    }
     this.#challenge = challenge;
     await discard(response);
     response = await this.#send(url, method, options);
@@ -1209,8 +1222,19 @@ export class RegistryClient {
       (typeof code === "string" && /CERT|SELF_SIGNED|ALTNAME/.test(code)) ||
       /certificate/i.test(errorMessage(error));
     const proxy = this.#transport.proxyFor(target);
+    const plainHttpServer =
+      code === "ERR_SSL_WRONG_VERSION_NUMBER" ||
+      /wrong version number/i.test(errorMessage(error));
+    const droppedUpload =
+      (method === "PUT" || method === "PATCH") &&
+      isConnectionError(error) &&
+      code !== "ECONNREFUSED";
     let hint: string;
-    if (certificateProblem) {
+    if (plainHttpServer) {
+      hint = `${target.host} answered in plain HTTP where HTTPS was expected; add --insecure if the registry speaks plain HTTP`;
+    } else if (droppedUpload) {
+      hint = `the connection closed while the upload was in flight, although ${this.registry} answered other requests; a proxy or load balancer in front of it may limit the size or duration of a request, so upload in chunks with --chunk-size (e.g. 16MiB) or raise that limit`;
+    } else if (certificateProblem) {
       hint = `if a private CA signed the certificate of ${target.host}, give its PEM file with --ca-cert`;
     } else if (proxy) {
       hint = `the request went through the proxy ${redactUrl(proxy.href)}; check that the proxy is running and lets ${target.host} through, or add ${target.hostname} to NO_PROXY`;

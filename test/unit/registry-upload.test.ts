@@ -1115,6 +1115,39 @@ function* zeroes(size: number): Generator<Buffer> {
   }
 }
 
+describe("RegistryClient connection failures", () => {
+  it("suggests chunks when uploads are dropped", async () => {
+    const registry = await startRegistry();
+    // A proxy that cuts long uploads closes the connection mid-body.
+    registry.server.on("request", (req, res) => {
+      if (req.method === "PUT") res.socket?.destroy();
+    });
+    const blob = testBlob(randomBytes(64 * 1024));
+
+    const error = await clientFor(registry)
+      .uploadBlob("ns/app", blob)
+      .catch((caught: unknown) => caught);
+
+    expect(error).toBeInstanceOf(PpaLoadError);
+    expect((error as PpaLoadError).hint).toMatch(
+      /closed while the upload was in flight.*--chunk-size/,
+    );
+  });
+
+  it("suggests --insecure for a plain HTTP server", async () => {
+    const registry = await startRegistry();
+
+    const error = await clientFor(registry, { scheme: "https" })
+      .ping()
+      .catch((caught: unknown) => caught);
+
+    expect(error).toBeInstanceOf(PpaLoadError);
+    expect((error as PpaLoadError).hint).toMatch(
+      /answered in plain HTTP where HTTPS was expected; add --insecure/,
+    );
+  });
+});
+
 describe("RegistryClient idle timeout", () => {
   it("fails a request that gets no response", async () => {
     const server = http.createServer(() => undefined);
