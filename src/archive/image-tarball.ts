@@ -25,6 +25,9 @@ export interface TarballContents {
   images: SavedImage[];
 }
 
+/** The fix for a tarball that lacks a file its own metadata names. */
+const incompleteHint = "the tarball is incomplete; save the image again";
+
 /** Files larger than this are layers, never metadata. */
 const metadataLimit = 4 * 1024 * 1024;
 /** Upper bound on metadata kept in memory for one tarball. */
@@ -328,6 +331,7 @@ export class ImageTarballInspector {
       if (!configBody) {
         throw this.#invalid(
           `${where} names config ${configPath}, which the tarball does not contain`,
+          incompleteHint,
         );
       }
       const layers: string[] = (
@@ -337,7 +341,7 @@ export class ImageTarballInspector {
       if (missing.length > 0) {
         throw this.#invalid(
           `${where} names layers the tarball does not contain: ${missing.join(", ")}`,
-          "the tarball is incomplete; save the image again",
+          incompleteHint,
         );
       }
       return this.#describe(configBody, configPath, item.RepoTags, layers);
@@ -367,6 +371,7 @@ export class ImageTarballInspector {
       if (!configBody) {
         throw this.#invalid(
           `${manifestPath} names config ${configPath}, which the tarball does not contain`,
+          incompleteHint,
         );
       }
       const layers: Json[] = Array.isArray(imageManifest.layers)
@@ -379,6 +384,7 @@ export class ImageTarballInspector {
       if (missing.length > 0) {
         throw this.#invalid(
           `${manifestPath} names layers the tarball does not contain: ${missing.join(", ")}`,
+          incompleteHint,
         );
       }
       const name = ociImageName(descriptor.annotations ?? {});

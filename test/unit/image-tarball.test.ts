@@ -232,3 +232,24 @@ describe("ociImageName", () => {
     ).toBe("busybox:1.0");
   });
 });
+
+describe("ImageTarballInspector on incomplete OCI saves", () => {
+  it("names a missing layer blob and the fix", async () => {
+    const entries = await entriesOf(
+      dockerSaveTarball([web], { format: "oci" }),
+    );
+    const layerBlob = `blobs/sha256/${describeImage(web).diffIds[0].slice("sha256:".length)}`;
+    const incomplete = entries.filter(
+      (entry) => entry.path !== layerBlob && entry.path !== "manifest.json",
+    );
+
+    const error = await inspect(tarEntries(incomplete)).catch(
+      (caught) => caught,
+    );
+
+    expect(error.message).toMatch(
+      /^images\/x\.tar: blobs\/sha256\/\w+ names layers the tarball does not contain: blobs\/sha256\/\w+$/,
+    );
+    expect(error.hint).toBe("the tarball is incomplete; save the image again");
+  });
+});
