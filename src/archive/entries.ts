@@ -1,6 +1,6 @@
 import { createReadStream } from "node:fs";
 import { posix } from "node:path";
-import { Readable, Writable } from "node:stream";
+import { Readable, Transform, Writable } from "node:stream";
 import { Parser, type ReadEntry } from "tar";
 
 import { LineBreakSample, lineBreakHint, tarBytes } from "./decompress.js";
@@ -57,6 +57,8 @@ export async function* readArchiveEntries(
   options: {
     signal?: AbortSignal;
     onSkipped?: (path: string, reason: string) => void;
+    /** Called as the file is read, with the bytes read from its start. */
+    onBytesRead?: (bytesRead: number) => void;
   } = {},
 ): AsyncGenerator<ArchiveEntry> {
   const pending: ReadEntry[] = [];
@@ -119,7 +121,24 @@ export async function* readArchiveEntries(
     fail(new PpaLoadError("ABORTED", "the import was cancelled"));
   };
   options.signal?.addEventListener("abort", onAbort, { once: true });
-  const bytes = Readable.from(tarBytes(source, file, "ARCHIVE_UNREADABLE"));
+  let bytesRead = 0;
+  const onBytesRead = options.onBytesRead;
+  let counted: Readable = source;
+  if (onBytesRead) {
+    const counter = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        bytesRead += chunk.length;
+        onBytesRead(bytesRead);
+        callback(null, chunk);
+      },
+    });
+    source.on("error", (error) => counter.destroy(error));
+    source.on("close", () => {
+      if (!source.readableEnded) counter.destroy();
+    });
+    counted = source.pipe(counter);
+  }
+  const bytes = Readable.from(tarBytes(counted, file, "ARCHIVE_UNREADABLE"));
   bytes.on("error", (error) =>
     fail(
       error instanceof PpaLoadError

@@ -1,3 +1,4 @@
+import { stat } from "node:fs/promises";
 import { posix } from "node:path";
 
 import type { ImportEvent } from "../events.js";
@@ -30,6 +31,9 @@ import {
   type LayerConsumer,
   type TarballContents,
 } from "./image-tarball.js";
+
+/** Minimum time between two read-progress events. */
+const progressIntervalMs = 250;
 
 /** Contents found by reading the archive. */
 export interface ArchiveContents {
@@ -72,8 +76,19 @@ export async function readArchive(
     manifestProblems: [],
     skipped: [],
   };
+  const total = await stat(archive).then(
+    (stats) => stats.size,
+    () => 0,
+  );
+  let reported = 0;
   const entries = readArchiveEntries(archive, {
     signal: handlers.signal,
+    onBytesRead: (bytesRead) => {
+      const now = Date.now();
+      if (now - reported < progressIntervalMs && bytesRead < total) return;
+      reported = now;
+      handlers.emit({ type: "read-progress", bytesRead, bytesTotal: total });
+    },
     onSkipped: (path, reason) => {
       contents.skipped.push({ item: path, reason });
       handlers.emit({
