@@ -33,6 +33,8 @@ export class ProgressState {
   readonly #images = new Map<string, ImageProgress>();
   readonly #blobs = new Map<string, BlobProgress>();
   #pushBytesAtStart = 0;
+  /** The image tarball being read. */
+  #tarball: { path: string; size: number } | undefined;
 
   /** Applies an event; returns true when the phase changed. */
   apply(event: ImportEvent, now: number): boolean {
@@ -48,6 +50,11 @@ export class ProgressState {
         return true;
       case "read-progress":
         this.#read = { bytes: event.bytesRead, total: event.bytesTotal };
+        break;
+      case "entry":
+        if (event.kind === "image") {
+          this.#tarball = { path: event.path, size: event.size };
+        }
         break;
       case "plan":
         this.#planned = event.plan.references.length;
@@ -105,8 +112,25 @@ export class ProgressState {
     return this.message;
   }
 
-  /** A line per image in flight, oldest first, at most `limit` of them. */
+  /**
+   * Lines under the status line. While the archive is read: the image
+   * tarball being read, and the bytes uploaded meanwhile. While pushing: a
+   * line per image in flight, oldest first, at most `limit` of them.
+   */
   imageLines(now: number, limit: number): string[] {
+    if (this.phase === "read") {
+      const lines: string[] = [];
+      if (this.#tarball) {
+        lines.push(
+          `  reading ${this.#tarball.path} (${formatSize(this.#tarball.size)})`,
+        );
+      }
+      const sent = this.#pushBytes();
+      if (sent > 0) {
+        lines.push(`  uploaded while reading: ${formatSize(sent)}`);
+      }
+      return lines;
+    }
     const images = [...this.#images.values()];
     const lines = images.slice(0, limit).map((image) => {
       const done = image.digests.reduce(
