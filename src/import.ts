@@ -560,7 +560,7 @@ async function importWithSession(
         throw new PpaLoadError(
           "PLAN_INVALID",
           `${options.archive}: nothing was published because of ${layerProblems.length === 1 ? "this problem" : `these ${layerProblems.length} problems`}`,
-          { problems: layerProblems },
+          { problems: layerProblems, hint: planHint(options.archive) },
         );
       }
       await stopOnAbort(options, result, () =>
@@ -671,10 +671,14 @@ function checkPlan(
     throw new PpaLoadError(
       "PLAN_INVALID",
       `${options.archive}: nothing was published because of ${plan.errors.length === 1 ? "this problem" : `these ${plan.errors.length} problems`}`,
-      { problems: plan.errors },
+      { problems: plan.errors, hint: planHint(options.archive) },
     );
   }
   return plan;
+}
+
+function planHint(archive: string): string {
+  return `each problem names its fix; after fixing them, check the archive with ppa-load inspect --archive ${archive}, which contacts no registry, and run the import again`;
 }
 
 /**

@@ -1,10 +1,19 @@
 export { importArchive, type ImportOptions } from "./import.js";
+export type { RetryOptions } from "./registry/client.js";
 export { ImportSession } from "./session.js";
 export { dryRunImport, type DryRunResult, type TagCheck } from "./dry-run.js";
 export {
   inspectArchive,
   type InspectOptions,
   type InspectResult,
+  type InspectedChart,
+  type InspectedImage,
+  type InspectedList,
+  type InspectedManifest,
+  type InspectedReference,
+  type InspectedTarball,
+  type InspectedTarget,
+  type InspectedValueChange,
 } from "./inspect.js";
 export type {
   EventListener,

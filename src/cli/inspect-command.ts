@@ -10,6 +10,7 @@ import {
 } from "../inspect.js";
 import { countOf } from "../text.js";
 import type { CliIO } from "./io.js";
+import { formatSize } from "./format.js";
 import { formatError } from "./render.js";
 
 export interface InspectFlags {
@@ -46,19 +47,6 @@ export async function runInspect(
     io.stderr.write(`${formatError(error)}\n`);
     return error instanceof PpaLoadError ? error.exitCode : ExitCode.failure;
   }
-}
-
-/** Formats a size in bytes with a binary unit, as the import summary does. */
-function formatSize(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  const units = ["KiB", "MiB", "GiB", "TiB"];
-  let value = bytes / 1024;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${value.toFixed(1)} ${units[unit]}`;
 }
 
 /** Shortens an image ID to the 12 hex digits that `docker images` shows. */

@@ -559,8 +559,8 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
     )
     .addOption(
       new Option(
-        "--registry <host[:port]>",
-        "registry to show in target names",
+        "--registry <host[:port]|oci:path>",
+        "registry to show in target names, or oci:PATH for an import into an OCI layout (nothing is contacted)",
       ).env("PPA_LOAD_REGISTRY"),
     )
     .option(
