@@ -844,6 +844,6 @@ async function publishThroughDocker(
   }
   for (const list of plan.lists) {
     options.signal?.throwIfAborted();
-    await pushList(list, client, registry, result, emit);
+    await pushList(list, client, registry, result, emit, options.noOverwrite);
   }
 }

@@ -12,12 +12,13 @@ import type {
 } from "../events.js";
 import type { ImportOptions } from "../import.js";
 import type { PlannedList, PlannedReference } from "../plan.js";
-import type { RegistryClient } from "../registry/client.js";
+import { type RegistryClient, sha256Digest } from "../registry/client.js";
 import type { Credentials } from "../registry/credentials.js";
 import type { DockerEngine } from "./docker-engine.js";
 import { buildManifestList } from "./manifest-list.js";
 import {
   apiRepository,
+  checkTagMove,
   failureOf,
   forEachConcurrently,
   listEntries,
@@ -123,7 +124,29 @@ async function pushReference(
 ): Promise<void> {
   const { engine, client, options, result, emit } = context;
   const target = `${ref.target.repository}:${ref.target.tag}`;
+  const repository = apiRepository(ref.target.repository, options.registry);
   try {
+    const previous = await client.headManifest(repository, ref.target.tag);
+    if (previous && options.noOverwrite) {
+      // The engine compresses layers itself, so the digest of its push is
+      // known only afterwards; the config digest, which is the image ID,
+      // tells whether the tag already holds this image.
+      const current = await client.getManifest(repository, previous.digest);
+      const configDigest = (
+        JSON.parse(current.body.toString("utf8")) as {
+          config?: { digest?: string };
+        }
+      ).config?.digest;
+      if (configDigest !== ref.image.imageId) {
+        throw new PpaLoadError(
+          "TAG_EXISTS",
+          `${target} already points at ${previous.digest}, an image other than ${ref.image.imageId}, and pushing would move it`,
+          {
+            hint: "drop --no-overwrite to move the tag, or publish under another namespace",
+          },
+        );
+      }
+    }
     await engine.tag(ref.image.imageId, ref.target.repository, ref.target.tag);
     const pushed = await engine.push(
       ref.target.repository,
@@ -131,10 +154,7 @@ async function pushReference(
       options.registry,
       context.credentials,
     );
-    const descriptor = await client.headManifest(
-      apiRepository(ref.target.repository, options.registry),
-      pushed.digest,
-    );
+    const descriptor = await client.headManifest(repository, pushed.digest);
     const published: PublishedReference = {
       source: ref.source,
       target,
@@ -143,6 +163,9 @@ async function pushReference(
       size: descriptor?.size ?? pushed.size,
       platform: ref.platform,
       tarball: ref.tarball,
+      ...(previous && previous.digest !== pushed.digest
+        ? { previousDigest: previous.digest }
+        : {}),
     };
     result.published.push(published);
     emit({ type: "reference-pushed", reference: published });
@@ -157,6 +180,7 @@ export async function pushList(
   registry: string,
   result: ImportResult,
   emit: (event: ImportEvent) => void,
+  noOverwrite?: boolean,
 ): Promise<void> {
   const target = `${list.target.repository}:${list.target.tag}`;
   const paired = listMembers(list, result);
@@ -175,13 +199,24 @@ export async function pushList(
       );
     }
     const built = buildManifestList(listEntries(paired.members));
+    const previousDigest = checkTagMove(
+      target,
+      (await client.headManifest(listRepository, list.target.tag))?.digest,
+      sha256Digest(built.body),
+      noOverwrite,
+    );
     const digest = await client.putManifest(
       listRepository,
       list.target.tag,
       built.body,
       built.mediaType,
     );
-    reportList(list, { digest, mediaType: built.mediaType }, result, emit);
+    reportList(
+      list,
+      { digest, mediaType: built.mediaType, previousDigest },
+      result,
+      emit,
+    );
   } catch (error) {
     reportFailure(result, emit, failureOf(target, error));
   }

@@ -37,7 +37,10 @@ function archiveOf(release: string): Buffer {
   });
 }
 
-describe.skipIf(!env)("tags that move", () => {
+describe.skipIf(!env).each([
+  { path: "straight to the registry", docker: false },
+  { path: "through Docker", docker: true },
+])("tags that move $path", ({ docker }) => {
   let folder: string;
   let first: string;
   let second: string;
@@ -60,6 +63,7 @@ describe.skipIf(!env)("tags that move", () => {
       registry: env!.registry,
       namespace,
       outputDir: join(folder, namespace),
+      docker,
     };
   }
 
