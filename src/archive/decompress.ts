@@ -236,8 +236,10 @@ export async function* tarBytes(
       }
       const gunzip = createGunzip({ chunkSize: inflateChunkSize });
       const sample = new LineBreakSample();
+      // Byte mode: an object-mode stream would read up to 16 chunks ahead.
       const input = Readable.from(
         sampled(replay(head, iterator, done), sample),
+        { objectMode: false },
       );
       input.on("error", (error) => gunzip.destroy(error));
       input.pipe(gunzip);

@@ -138,7 +138,10 @@ export async function* readArchiveEntries(
     });
     counted = source.pipe(counter);
   }
-  const bytes = Readable.from(tarBytes(counted, file, "ARCHIVE_UNREADABLE"));
+  // Byte mode: an object-mode stream would read up to 16 chunks ahead.
+  const bytes = Readable.from(tarBytes(counted, file, "ARCHIVE_UNREADABLE"), {
+    objectMode: false,
+  });
   bytes.on("error", (error) =>
     fail(
       error instanceof PpaLoadError

@@ -98,7 +98,7 @@ async function measureLayer(
   } else {
     try {
       await pipeline(
-        Readable.from(chunks),
+        Readable.from(chunks, { objectMode: false }),
         createGunzip({ chunkSize: 256 * 1024 }),
         new Writable({
           write(chunk: Buffer, _encoding, callback) {

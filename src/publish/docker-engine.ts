@@ -1,4 +1,4 @@
-import Docker from "dockerode";
+import type Docker from "dockerode";
 import type { Readable } from "node:stream";
 
 import { PpaLoadError, errorMessage } from "../errors.js";
@@ -28,17 +28,30 @@ export function dockerEndpoint(env: NodeJS.ProcessEnv = process.env): string {
  * loaded image by ID, push the tag.
  */
 export class DockerEngine {
-  readonly #docker: Docker;
+  #docker: Promise<Docker> | undefined;
   readonly endpoint: string;
 
+  /** Uses `docker`, or a client for `DOCKER_HOST` made at first use. */
   constructor(docker?: Docker) {
-    this.#docker = docker ?? new Docker();
+    this.#docker = docker ? Promise.resolve(docker) : undefined;
     this.endpoint = dockerEndpoint();
+  }
+
+  /**
+   * Returns the dockerode client. dockerode is loaded on first use, because
+   * its SSH support allocates about 16 MB for a WebAssembly module at load,
+   * which an import that never talks to Docker does not need.
+   */
+  #client(): Promise<Docker> {
+    this.#docker ??= import("dockerode").then(
+      ({ default: Dockerode }) => new Dockerode(),
+    );
+    return this.#docker;
   }
 
   async ping(): Promise<void> {
     try {
-      await this.#docker.ping();
+      await (await this.#client()).ping();
     } catch (error) {
       throw new PpaLoadError(
         "DOCKER",
@@ -55,7 +68,8 @@ export class DockerEngine {
   async load(tarball: Readable, entryPath: string): Promise<void> {
     let response: NodeJS.ReadableStream;
     try {
-      response = await this.#docker.loadImage(tarball, { quiet: true });
+      const docker = await this.#client();
+      response = await docker.loadImage(tarball, { quiet: true });
     } catch (error) {
       throw new PpaLoadError(
         "DOCKER",
@@ -73,7 +87,8 @@ export class DockerEngine {
 
   async tag(imageId: string, repository: string, tag: string): Promise<void> {
     try {
-      await this.#docker.getImage(imageId).tag({ repo: repository, tag });
+      const docker = await this.#client();
+      await docker.getImage(imageId).tag({ repo: repository, tag });
     } catch (error) {
       throw new PpaLoadError(
         "DOCKER",
@@ -96,9 +111,8 @@ export class DockerEngine {
     const reference = `${repository}:${tag}`;
     let response: NodeJS.ReadableStream;
     try {
-      response = await this.#docker
-        .getImage(reference)
-        .push({ tag, authconfig });
+      const docker = await this.#client();
+      response = await docker.getImage(reference).push({ tag, authconfig });
     } catch (error) {
       throw new PpaLoadError(
         "DOCKER",
@@ -123,13 +137,14 @@ export class DockerEngine {
     return { digest: aux.Digest, size: aux.Size ?? 0 };
   }
 
-  #follow(
+  async #follow(
     stream: NodeJS.ReadableStream,
     describe: (message: string) => string,
     registry?: string,
   ): Promise<ProgressMessage[]> {
+    const docker = await this.#client();
     return new Promise((resolve, reject) => {
-      this.#docker.modem.followProgress(
+      docker.modem.followProgress(
         stream,
         (error: Error | null, output: ProgressMessage[]) => {
           const failed =

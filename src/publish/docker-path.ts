@@ -67,6 +67,7 @@ export async function loadIntoEngine(
 ): Promise<void> {
   const source = Readable.from(
     tarBytes(entry.body, entry.path, "IMAGE_TARBALL_INVALID"),
+    { objectMode: false },
   );
   const tee = new Transform({
     transform(chunk: Buffer, _encoding, callback) {
