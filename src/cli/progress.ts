@@ -204,12 +204,18 @@ export class ProgressRenderer {
     if (this.#quiet) return;
     // A terminal that reports zero columns (some pseudo-terminals do) gets
     // plain lines, because ora cannot lay out a spinner in no width.
-    if (this.#stream.isTTY && (this.#stream.columns ?? 0) > 0) {
-      this.#spinner = ora({
-        stream: this.#stream,
-        discardStdin: false,
-        color: options.color === false ? false : "cyan",
-      });
+    // ora also turns itself off where CI is set or TERM is dumb, and then
+    // the plain lines serve better than its one line per phase.
+    const spinner =
+      this.#stream.isTTY && (this.#stream.columns ?? 0) > 0
+        ? ora({
+            stream: this.#stream,
+            discardStdin: false,
+            color: options.color === false ? false : "cyan",
+          })
+        : undefined;
+    if (spinner?.isEnabled) {
+      this.#spinner = spinner;
       this.#timer = setInterval(() => this.#refresh(), 200);
     } else {
       const seconds = options.intervalSeconds ?? 5;
