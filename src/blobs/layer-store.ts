@@ -50,11 +50,14 @@ export interface LayerHandle {
 }
 
 /**
- * Uncompressed layer bytes that may wait on disk for compression. Reading
- * pauses above it, so temporary disk stays bounded while compression, which
- * runs behind the reading, catches up.
+ * Uncompressed layer bytes that may wait on disk for compression, at least.
+ * The limit is the largest layer seen so far when that is larger. Reading
+ * pauses before a layer that would go over it, so that the waiting layers,
+ * a repeated layer being checked and the compressed files stay within about
+ * three times the largest layer while compression, which runs behind the
+ * reading, catches up.
  */
-const maxWaitingBytes = 256 * 1024 * 1024;
+const minWaitingLimit = 16 * 1024 * 1024;
 
 /**
  * Turns layer files into registry blobs as they stream past: hashes each
@@ -68,6 +71,8 @@ export class LayerStore {
   #folder: string | undefined;
   #folderMade: Promise<string> | undefined;
   #fileCount = 0;
+  /** Size of the largest layer added so far. */
+  #largestLayer = 0;
   /** Stored layers by size and the sha256 of their first bytes. */
   readonly #byPrefix = new Map<string, Promise<StoredLayer | undefined>[]>();
   #bytesWritten = 0;
@@ -123,6 +128,7 @@ export class LayerStore {
       [Symbol.asyncIterator]: () =>
         done ? (async function* () {})()[Symbol.asyncIterator]() : iterator,
     };
+    this.#largestLayer = Math.max(this.#largestLayer, size);
     const stored = storedFormat(prefix);
     // The key covers exactly prefixLength bytes, whatever the chunk sizes were.
     const key = `${stored}:${size}:${createHash("sha256").update(prefix.subarray(0, prefixLength)).digest("hex")}`;
@@ -130,9 +136,9 @@ export class LayerStore {
     const earlier = this.#byPrefix.get(key) ?? [];
     let work: Promise<StoredLayer | undefined>;
     if (earlier.length > 0) {
-      work = this.#addRepeated(prefix, rest, stored, earlier, label);
+      work = this.#addRepeated(prefix, rest, stored, size, earlier, label);
     } else {
-      work = this.#addNew(prefix, rest, stored, label);
+      work = this.#addNew(prefix, rest, stored, size, label);
     }
     this.#byPrefix.set(key, [...earlier, work]);
     const result = await work;
@@ -187,6 +193,7 @@ export class LayerStore {
     prefix: Buffer,
     rest: AsyncIterable<Buffer>,
     stored: LayerBlob["stored"],
+    size: number,
     label: string,
   ): Promise<StoredLayer> {
     const file = await this.#newFile();
@@ -199,7 +206,7 @@ export class LayerStore {
     if (stored === "tar" && this.#options.compression === "gzip") {
       // The layer is written as it is, and compressed behind the reading, so
       // that reading the next layers overlaps with compressing this one.
-      await this.#roomForMore();
+      await this.#roomForMore(size);
       let waiting = 0;
       await pipeline(
         source,
@@ -299,9 +306,10 @@ export class LayerStore {
     );
   }
 
-  /** Waits while the layers waiting for compression fill their share of disk. */
-  async #roomForMore(): Promise<void> {
-    while (this.#waitingBytes > maxWaitingBytes) {
+  /** Waits until a layer of `size` bytes fits beside those waiting for compression. */
+  async #roomForMore(size: number): Promise<void> {
+    const limit = Math.max(minWaitingLimit, this.#largestLayer);
+    while (this.#waitingBytes > 0 && this.#waitingBytes + size > limit) {
       await new Promise<void>((resolve) => (this.#roomFreed = resolve));
     }
   }
@@ -320,6 +328,7 @@ export class LayerStore {
     prefix: Buffer,
     rest: AsyncIterable<Buffer>,
     stored: LayerBlob["stored"],
+    size: number,
     earlier: Promise<StoredLayer | undefined>[],
     label: string,
   ): Promise<StoredLayer> {
@@ -343,6 +352,7 @@ export class LayerStore {
         Buffer.alloc(0),
         createReadStream(spool),
         stored,
+        size,
         label,
       );
     } finally {
