@@ -81,7 +81,7 @@ export interface ImportOptions {
   engine?: DockerEngine;
   /** Compression of layers that the tarball stores uncompressed; `gzip` by default. */
   compression?: Compression;
-  /** gzip level from 0 to 9. */
+  /** gzip level from 0 to 9; 4 by default (see `gzipDefaults` in src/blobs/gzip.ts). */
   compressionLevel?: number;
   /** Blob uploads in flight at once; by default twice the number of cores, at least 4. */
   concurrency?: number;
