@@ -215,6 +215,12 @@ export function checkOptions(options: ImportOptions): void {
   } catch (error) {
     problems.push(errorMessage(error));
   }
+  const museum = options.chartMuseum;
+  if (museum?.token && (museum.username || museum.password)) {
+    problems.push(
+      "ChartMuseum takes a bearer token (--chartmuseum-token, CHARTMUSEUM_TOKEN) or a user and password, not both",
+    );
+  }
   if (problems.length > 0) {
     throw new PpaLoadError("USAGE", problems.join("; "), { problems });
   }

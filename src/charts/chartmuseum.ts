@@ -230,7 +230,7 @@ export async function checkChartMuseum(
         signal: options.signal,
       });
     } catch (error) {
-      throw unreachable(target, transport, error);
+      throw unreachable(target, transport, error, "GET");
     }
     if (response.ok) {
       await discard(response);
@@ -422,6 +422,7 @@ function unreachable(
   target: URL,
   transport: Transport,
   error: unknown,
+  method = "POST",
 ): PpaLoadError {
   const code = (error as { code?: unknown }).code;
   const certificateProblem =
@@ -438,7 +439,7 @@ function unreachable(
   }
   return new PpaLoadError(
     "CHART",
-    `cannot reach ChartMuseum at ${target.host} (POST ${redactUrl(target.href)}): ${errorMessage(error)}`,
+    `cannot reach ChartMuseum at ${target.host} (${method} ${redactUrl(target.href)}): ${errorMessage(error)}`,
     { cause: error, hint },
   );
 }

@@ -11,7 +11,7 @@ import { text } from "node:stream/consumers";
 
 import { ExitCode, PpaLoadError } from "../errors.js";
 import type { ImportResult } from "../events.js";
-import { type ImportOptions, importArchive } from "../import.js";
+import { type ImportOptions, checkOptions, importArchive } from "../import.js";
 import { ImportSession } from "../session.js";
 import { dryRunImport } from "../dry-run.js";
 import { formatInspection, runInspect } from "./inspect-command.js";
@@ -183,11 +183,13 @@ function exitCodeOf(result: ImportResult, aborted: boolean): number {
 
 /**
  * Returns the exit code of a run over several archives: success when every
- * archive succeeded, failure when none published anything, partial between.
+ * archive succeeded, usage when every one had invalid options, failure when
+ * none published anything, partial between.
  */
 export function combinedExitCode(codes: number[]): number {
   if (codes.includes(interruptedExitCode)) return interruptedExitCode;
   if (codes.every((code) => code === ExitCode.success)) return ExitCode.success;
+  if (codes.every((code) => code === ExitCode.usage)) return ExitCode.usage;
   if (
     codes.every((code) => code === ExitCode.failure || code === ExitCode.usage)
   ) {
@@ -260,6 +262,9 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
         );
       }
       common = await importOptionsOf(flags, io);
+      // Options that every archive shares are checked once, before any
+      // archive is read, so that a typo stops the run with exit code 2.
+      checkOptions({ ...common, archive: archives[0] });
     } catch (error) {
       const code =
         error instanceof PpaLoadError ? error.exitCode : ExitCode.failure;

@@ -80,6 +80,10 @@ export function formatSummary(result: ImportResult): string {
       }
     }
   }
+  if (result.warnings.length > 0) {
+    lines.push(`Warnings:`);
+    for (const warning of new Set(result.warnings)) lines.push(`  ${warning}`);
+  }
   if (result.skipped.length > 0) {
     lines.push(`Skipped:`);
     for (const skipped of result.skipped)

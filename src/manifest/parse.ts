@@ -456,6 +456,17 @@ function parseDocument(
   return { file, images, charts, warnings: [] };
 }
 
+/**
+ * YAML schema of manifest.yaml: strings, null, booleans and merge keys, but
+ * no numbers, so that an unquoted tag such as `1.10` stays `1.10` instead of
+ * becoming the number 1.1. js-yaml's type list is missing from its typings.
+ */
+const yamlTypes = (yaml as unknown as { types: Record<string, yaml.Type> })
+  .types;
+const manifestSchema = yaml.FAILSAFE_SCHEMA.extend({
+  implicit: [yamlTypes.null, yamlTypes.bool, yamlTypes.merge],
+});
+
 /** Parses a manifest.yaml, accepting the quirks of published manifests. */
 export function parseManifestYaml(
   text: string,
@@ -464,7 +475,10 @@ export function parseManifestYaml(
   const file = "manifest.yaml";
   let document: unknown;
   try {
-    document = yaml.load(joinRepeatedImageBlocks(text), { filename: file });
+    document = yaml.load(joinRepeatedImageBlocks(text), {
+      filename: file,
+      schema: manifestSchema,
+    });
   } catch (error) {
     const reason =
       error instanceof yaml.YAMLException ? error.message : String(error);

@@ -144,7 +144,10 @@ describe.skipIf(!ready)("--json output", () => {
     const records = parseLines(run.stdout);
     for (const record of records) {
       const valid = validate(record);
-      expect(valid, JSON.stringify([record, validate.errors?.slice(0, 3)])).toBe(true);
+      expect(
+        valid,
+        JSON.stringify([record, validate.errors?.slice(0, 3)]),
+      ).toBe(true);
     }
     const types = new Set(records.map((record) => record.type));
     for (const type of [
@@ -289,6 +292,24 @@ describe.skipIf(!ready)("several archives in one run", () => {
       { archive: broken, exitCode: 1 },
       { archive: join(corpusDir, minio), exitCode: 0 },
     ]);
+  });
+
+  it("exits 2 for an invalid namespace", async () => {
+    const cwd = await mkdtemp(join(tmpdir(), "ppa-load-output-"));
+
+    const text = await runCli(
+      ["--archive", join(corpusDir, mq), "--namespace", "Team"],
+      { cwd },
+    );
+    const json = await runCli(
+      ["--archive", join(corpusDir, mq), "--namespace", "Team", "--json"],
+      { cwd },
+    );
+
+    expect(text.code).toBe(2);
+    expect(text.stderr).toMatch(/invalid namespace "Team"/);
+    expect(json.code).toBe(2);
+    expect(parseLines(json.stdout).at(-1).exitCode).toBe(2);
   });
 
   it("exits 2 without an archive", async () => {

@@ -65,6 +65,26 @@ describe("parseManifestYaml", () => {
     });
   });
 
+  it("keeps tags that look like numbers", () => {
+    const manifest = parseManifestYaml(
+      [
+        "images:",
+        "  - image: example/app",
+        "    tag: 1.10",
+        "    references:",
+        "      - repository: example/app-amd64:1.10",
+        "        platform:",
+        "          architecture: amd64",
+        "          variant: null",
+        "",
+      ].join("\n"),
+    );
+
+    const image = manifest.images[0];
+    expect(image.tag).toBe("1.10");
+    expect(image.references[0].platform?.variant).toBeUndefined();
+  });
+
   it("accepts a key written with a space before the colon", () => {
     const parsed = parseManifestYaml(
       `images:\n- image : a/b:1\n  references :\n  - repository : a/b-amd64:1\n`,

@@ -57,3 +57,23 @@ describe("importArchive with an IBM Cloud registry", () => {
     );
   });
 });
+
+describe("importArchive option checks", () => {
+  it("rejects a ChartMuseum token with a user", async () => {
+    const error = await importArchive({
+      archive: "/nonexistent/archive.tgz",
+      namespace: "team",
+      chartMuseum: {
+        uri: "http://127.0.0.1:1",
+        token: "token-abc",
+        username: "uploader",
+      },
+    }).catch((caught: unknown) => caught);
+
+    expect(error).toMatchObject({ code: "USAGE" });
+    expect((error as Error).message).toMatch(
+      /token .* or a user and password, not both/,
+    );
+    expect((error as Error).message).not.toContain("token-abc");
+  });
+});
