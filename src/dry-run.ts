@@ -82,7 +82,13 @@ export async function dryRunImport(
     destination = layout.description;
   }
 
+  const emit = options.onEvent ?? (() => undefined);
   try {
+    emit({
+      type: "phase",
+      phase: "connect",
+      message: `checking ${destination}`,
+    });
     await client?.ping();
     if (options.chartMuseum) {
       await checkChartMuseum({
@@ -90,6 +96,11 @@ export async function dryRunImport(
         caCert: options.caCert,
       });
     }
+    emit({
+      type: "phase",
+      phase: "read",
+      message: `reading ${options.archive}`,
+    });
     const inspection = await inspectArchive({
       archive: options.archive,
       registry: registry ?? `oci:${layoutFolder}`,
@@ -109,6 +120,7 @@ export async function dryRunImport(
         : await layout!.getTagDigest(repository, item.tag);
       tags.push({ target: item.target, currentDigest: current ?? null });
     }
+    emit({ type: "phase", phase: "done", message: "done" });
     return { inspection, destination, credentials, tags };
   } finally {
     client?.close();

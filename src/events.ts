@@ -135,6 +135,7 @@ export interface ImportResult {
     uploaded: number;
     mounted: number;
     existing: number;
+    /** Bytes sent for uploaded blobs, without the parts that resumed uploads did not send again. */
     bytesUploaded: number;
     /** Uploads that continued an earlier run's upload session. */
     resumed: number;

@@ -187,7 +187,7 @@ export function checkOptions(options: ImportOptions): void {
   }
   if (options.chunkSize !== undefined && options.chunkSize > 2 ** 32) {
     problems.push(
-      `invalid chunk size "${options.chunkSize}": use at most 4 GiB, e.g. 16MiB`,
+      `invalid chunk size of ${options.chunkSize} bytes (${(options.chunkSize / 2 ** 30).toFixed(1)} GiB): use at most 4 GiB, e.g. 16MiB`,
     );
   }
   const namespaceProblem = checkRepositoryPath(options.namespace ?? "");
@@ -213,7 +213,8 @@ export function checkOptions(options: ImportOptions): void {
     if (options.chartRegistry) parseChartRegistry(options.chartRegistry);
     if (options.chartMuseum) chartMuseumUrls(options.chartMuseum.uri);
   } catch (error) {
-    problems.push(errorMessage(error));
+    const hint = error instanceof PpaLoadError ? error.hint : undefined;
+    problems.push(`${errorMessage(error)}${hint ? `; ${hint}` : ""}`);
   }
   const museum = options.chartMuseum;
   if (museum?.token && (museum.username || museum.password)) {
@@ -414,6 +415,8 @@ async function importWithSession(
       if (info.outcome === "resumed") {
         result.blobs.resumed += 1;
         result.blobs.bytesResumed += info.offset;
+        // The upload adds the blob's whole size once it is stored.
+        result.blobs.bytesUploaded -= info.offset;
       }
     },
     onRequest: (info) => emit({ type: "request", ...info }),
@@ -478,6 +481,7 @@ async function importWithSession(
   // A registry is checked before the archive is read. An OCI layout is made
   // at its first write, so a failed import leaves no empty layout behind.
   if (target.isRemote) await target.check();
+  else await (target as OciLayoutTarget).checkFolder();
   if (options.chartMuseum) {
     await checkChartMuseum({ ...options.chartMuseum, caCert: options.caCert });
   }

@@ -703,7 +703,9 @@ function reportNothingToPublish(input: PlanInput, plan: Plan): void {
       ? paths.filter((path) => isPpaContent(path, folder))
       : [];
   const chart = paths.find((path) => /^([^/]+\/)?Chart\.yaml$/.test(path));
-  if (nested.length > 0) {
+  // A chart's own folder holds charts/ (its subcharts) too, so Chart.yaml at
+  // the top of the folder decides that the archive is a chart.
+  if (nested.length > 0 && !chart) {
     plan.errors.push(
       `${nothing}. Its entries are under the top-level folder ${folder}/ (for example ${nested[0]}). Extract the archive and pack the contents of ${folder}/ again without the folder, e.g. tar -czf NEW.tgz -C ${folder} .`,
     );

@@ -178,8 +178,15 @@ async function readTarball(
       })),
     });
   } catch (error) {
-    // The inspector's diagnosis is more precise than the engine's, when it has one.
     await inspector.end().catch(() => undefined);
+    // A cancel cuts the archive stream, which the tarball would otherwise
+    // report as cut short.
+    if (handlers.signal?.aborted) {
+      throw new PpaLoadError("ABORTED", "the import was cancelled", {
+        cause: error,
+      });
+    }
+    // The inspector's diagnosis is more precise than the engine's, when it has one.
     let diagnosis: PpaLoadError | undefined;
     try {
       diagnosis = invalidStoredTag(entry.path, inspector.result());

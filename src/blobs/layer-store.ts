@@ -1,5 +1,5 @@
 import { createHash, type Hash } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream, createWriteStream, rmSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { PassThrough, Readable, type Transform, Writable } from "node:stream";
@@ -58,6 +58,24 @@ export interface LayerHandle {
  * reading, catches up.
  */
 const minWaitingLimit = 16 * 1024 * 1024;
+
+/** Temporary folders of every LayerStore in the process that are not yet removed. */
+const liveFolders = new Set<string>();
+
+/**
+ * Removes every layer store's temporary folder at once, for a process that
+ * is about to exit without waiting for its stores to clean up (a second
+ * Ctrl-C). Returns how many folders it removed.
+ */
+export function removeTemporaryFoldersNow(): number {
+  let removed = 0;
+  for (const folder of liveFolders) {
+    rmSync(folder, { recursive: true, force: true });
+    liveFolders.delete(folder);
+    removed += 1;
+  }
+  return removed;
+}
 
 /**
  * Turns layer files into registry blobs as they stream past: hashes each
@@ -170,7 +188,10 @@ export class LayerStore {
     this.#closed = true;
     await this.#compressions.idle();
     const folder = await this.#folderMade?.catch(() => undefined);
-    if (folder) await rm(folder, { recursive: true, force: true });
+    if (folder) {
+      await rm(folder, { recursive: true, force: true });
+      liveFolders.delete(folder);
+    }
     this.#folder = undefined;
     this.#folderMade = undefined;
   }
@@ -183,7 +204,12 @@ export class LayerStore {
 
   async #newFile(): Promise<string> {
     // One promise, so that layers stored at the same time share one folder.
-    this.#folderMade ??= mkdtemp(join(this.#options.tempDir, "ppa-load-"));
+    this.#folderMade ??= mkdtemp(join(this.#options.tempDir, "ppa-load-")).then(
+      (folder) => {
+        liveFolders.add(folder);
+        return folder;
+      },
+    );
     this.#folder = await this.#folderMade;
     this.#fileCount += 1;
     return join(this.#folder, `layer-${this.#fileCount}`);

@@ -81,8 +81,8 @@ export function chartMuseumUrls(
     throw new PpaLoadError(
       "USAGE",
       uri.includes("@")
-        ? "invalid ChartMuseum URI"
-        : `invalid ChartMuseum URI "${uri}"`,
+        ? "invalid ChartMuseum URI: it is not a URL with a scheme such as http://"
+        : `invalid ChartMuseum URI "${uri}": it is not a URL with a scheme such as http://`,
       { hint: `give the server's root URL, e.g. ${example}` },
     );
   }

@@ -12,7 +12,9 @@ import { text } from "node:stream/consumers";
 import { ExitCode, PpaLoadError } from "../errors.js";
 import type { ImportResult } from "../events.js";
 import { type ImportOptions, checkOptions, importArchive } from "../import.js";
+import { removeTemporaryFoldersNow } from "../blobs/layer-store.js";
 import { ImportSession } from "../session.js";
+import { countOf } from "../text.js";
 import { dryRunImport } from "../dry-run.js";
 import { formatInspection, runInspect } from "./inspect-command.js";
 import type { CliIO } from "./io.js";
@@ -156,7 +158,13 @@ function cancelOnSignals(
   let received = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     received += 1;
-    if (received > 1) process.exit(interruptedExitCode);
+    if (received > 1) {
+      const removed = removeTemporaryFoldersNow();
+      stderr.write(
+        `${signal} again: quitting at once${removed > 0 ? `, after removing ${countOf(removed, "temporary folder")}` : ""}; run the same command again to finish the import\n`,
+      );
+      process.exit(interruptedExitCode);
+    }
     stderr.write(
       `\n${signal}: stopping after the requests in flight; send it again to quit at once\n`,
     );
@@ -235,7 +243,16 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
   const controller = new AbortController();
   const removeHandlers = cancelOnSignals(controller, io.stderr);
   const session = new ImportSession();
-  const reportFatal = (error: unknown, exitCode: number, archive = "") => {
+  const reportFatal = (caught: unknown, exitCode: number, archive = "") => {
+    const error =
+      caught instanceof PpaLoadError &&
+      caught.code === "ABORTED" &&
+      !caught.hint
+        ? new PpaLoadError("ABORTED", caught.message, {
+            cause: caught,
+            hint: "run the same command again to finish the import; what is already in place is not uploaded again",
+          })
+        : caught;
     renderer?.stop();
     if (json) {
       json.startArchive(archive);

@@ -32,7 +32,6 @@ export class ProgressState {
   #published = 0;
   readonly #images = new Map<string, ImageProgress>();
   readonly #blobs = new Map<string, BlobProgress>();
-  #pushBytesAtStart = 0;
   /** The image tarball being read. */
   #tarball: { path: string; size: number } | undefined;
 
@@ -43,7 +42,6 @@ export class ProgressState {
         if (event.phase === "read") {
           this.#archive = event.message.replace(/^reading /, "");
         }
-        if (event.phase === "push") this.#pushBytesAtStart = this.#pushBytes();
         this.phase = event.phase;
         this.message = event.message;
         this.#phaseStarted = now;
@@ -105,9 +103,9 @@ export class ProgressState {
       return `reading ${this.#archive}: ${amounts(bytes, total, seconds)}`;
     }
     if (this.phase === "push" && this.#planned > 0) {
-      const pushed = this.#pushBytes() - this.#pushBytesAtStart;
-      const rate = seconds > 0 ? pushed / seconds : 0;
-      return `pushing: ${this.#published} of ${this.#planned} images published, ${formatSize(this.#pushBytes())} of blobs in place, ${formatSize(rate)}/s`;
+      // Most blobs may have gone up while the archive was read, so a rate
+      // over this phase alone would mislead; each image line has its own.
+      return `pushing: ${this.#published} of ${this.#planned} images published, ${formatSize(this.#pushBytes())} of blobs in place`;
     }
     return this.message;
   }

@@ -127,6 +127,28 @@ export class OciLayoutTarget implements PublishTarget {
     }
   }
 
+  /**
+   * Checks, without creating anything, that the folder can hold the layout:
+   * missing, empty, or a layout whose `oci-layout` file this code reads.
+   */
+  async checkFolder(): Promise<void> {
+    const entries = await this.#listFolder();
+    this.#rejectForeignFolder(entries);
+    if (entries.includes(LAYOUT_FILE)) await this.#validateLayoutFile();
+  }
+
+  #rejectForeignFolder(entries: string[]): void {
+    if (entries.length > 0 && !entries.includes(LAYOUT_FILE)) {
+      throw new PpaLoadError(
+        "REGISTRY",
+        `${this.folder} is not an OCI image layout (it has no ${LAYOUT_FILE} file) and is not empty`,
+        {
+          hint: "choose an empty folder or an existing OCI layout with --registry oci:PATH",
+        },
+      );
+    }
+  }
+
   openBlob(_repository: string, digest: string): Readable {
     return createReadStream(join(this.#blobFolder, digestHex(digest)));
   }
@@ -210,15 +232,7 @@ export class OciLayoutTarget implements PublishTarget {
 
   async #initialise(): Promise<void> {
     const entries = await this.#listFolder();
-    if (entries.length > 0 && !entries.includes(LAYOUT_FILE)) {
-      throw new PpaLoadError(
-        "REGISTRY",
-        `${this.folder} is not an OCI image layout (it has no ${LAYOUT_FILE} file) and is not empty`,
-        {
-          hint: "choose an empty folder or an existing OCI layout with --registry oci:PATH",
-        },
-      );
-    }
+    this.#rejectForeignFolder(entries);
 
     try {
       await mkdir(this.#blobFolder, { recursive: true });

@@ -55,7 +55,10 @@ export class UploadJournal {
     try {
       text = await readFile(file, "utf8");
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "ENOENT") {
+      // A missing output folder, or a file in its place, is reported by the
+      // import's own check of the folder.
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== "ENOENT" && code !== "ENOTDIR") {
         onInvalid?.(`cannot read ${file}: ${(error as Error).message}`);
       }
       return journal;

@@ -761,6 +761,24 @@ describe("buildPlan with nothing to publish", () => {
     );
   });
 
+  it("says that a chart with subcharts is a chart", () => {
+    const plan = buildPlan(
+      input({
+        entryPaths: [
+          "app/Chart.yaml",
+          "app/values.yaml",
+          "app/charts/common/Chart.yaml",
+          "app/charts/common/values.yaml",
+        ],
+      }),
+    );
+
+    expect(plan.errors).toHaveLength(1);
+    expect(plan.errors[0]).toMatch(
+      /^the archive is a Helm chart \(it contains app\/Chart\.yaml\), not a PPA archive/,
+    );
+  });
+
   it("recognises a chart with no top folder", () => {
     const plan = buildPlan(
       input({ entryPaths: ["Chart.yaml", "values.yaml"] }),
