@@ -87,7 +87,7 @@ export interface ImportOptions {
   concurrency?: number;
   /**
    * Upload blobs in chunks of this many bytes, or with 0 each blob in one
-   * request. By default blobs of 128 MiB or more go in chunks of 64 MiB, so
+   * request. By default blobs of 128 MiB or more go in chunks of 8 MiB, so
    * that a later run can resume them, and smaller ones in one request.
    */
   chunkSize?: number;
