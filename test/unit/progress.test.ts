@@ -167,6 +167,58 @@ describe("ProgressRenderer on a pipe", () => {
   });
 });
 
+describe("ProgressRenderer on a terminal", () => {
+  /** A stream that says it is a terminal of 80 columns, as ora checks. */
+  function terminal() {
+    const stream = new PassThrough() as unknown as NodeJS.WriteStream & {
+      isTTY: boolean;
+      columns: number;
+    };
+    stream.isTTY = true;
+    stream.columns = 80;
+    // ora moves the cursor with these tty.WriteStream methods.
+    const writeStream = stream as unknown as Record<string, unknown>;
+    for (const method of ["cursorTo", "moveCursor", "clearLine"]) {
+      writeStream[method] = (...args: unknown[]) => {
+        const callback = args.find((arg) => typeof arg === "function");
+        (callback as (() => void) | undefined)?.();
+        return true;
+      };
+    }
+    let text = "";
+    (stream as unknown as PassThrough).on("data", (chunk) => (text += chunk));
+    return { stream, output: () => text };
+  }
+
+  it("draws the status under a spinner", async () => {
+    // ora draws nothing where CI is set, which CI jobs do.
+    const saved = process.env.CI;
+    delete process.env.CI;
+    try {
+      const { stream, output } = terminal();
+      const renderer = new ProgressRenderer({ stream, color: false });
+
+      renderer.handle({
+        type: "phase",
+        phase: "read",
+        message: "reading a.tgz",
+      });
+      renderer.handle({
+        type: "read-progress",
+        bytesRead: 1024 * 1024,
+        bytesTotal: 4 * 1024 * 1024,
+      });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      renderer.stop();
+
+      expect(output()).toMatch(/[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] reading a\.tgz/);
+      expect(output()).toContain("reading a.tgz: 1.0 MiB of 4.0 MiB (25%)");
+    } finally {
+      if (saved !== undefined) process.env.CI = saved;
+    }
+  });
+});
+
 describe("formatting", () => {
   it.each([
     [0, "0 B"],
