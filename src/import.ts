@@ -176,6 +176,14 @@ export function checkOptions(options: ImportOptions): void {
       problems.push(`invalid ${name} "${value}": use a whole number above 0`);
     }
   }
+  if (
+    options.requestTimeoutMs !== undefined &&
+    options.requestTimeoutMs > 2 ** 31 - 1
+  ) {
+    problems.push(
+      `invalid request timeout "${options.requestTimeoutMs}" ms: use at most ${2 ** 31 - 1} ms (24 days), the longest timer Node.js can set`,
+    );
+  }
   const chunkSize = options.chunkSize;
   if (
     chunkSize !== undefined &&
@@ -372,10 +380,10 @@ export async function importArchive(
     return result;
   } finally {
     session.finished(result);
-    // A session of its own ends with the import. Upload sessions that the
-    // journal still lists after a successful import belong to blobs that
-    // are no longer wanted, e.g. after a change of compression level, and
-    // closing cancels them.
+    // A session of its own ends with the import. Closing it after a
+    // successful import cancels upload sessions that the journal has listed
+    // for over a week, e.g. of blobs that a change of compression level made
+    // unwanted.
     if (!options.session) await session.close();
   }
 }

@@ -72,8 +72,8 @@ export class ImportSession {
 
   /**
    * Closes the clients. When every import succeeded, it first cancels the
-   * upload sessions that the journal still lists, which belong to blobs no
-   * import of this session needed.
+   * upload sessions that the journal has listed for over a week, which no
+   * run resumed.
    */
   async close(): Promise<void> {
     for (const client of this.#clients.values()) {

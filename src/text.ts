@@ -6,3 +6,16 @@ export function countOf(
 ): string {
   return `${count} ${count === 1 ? singular : plural}`;
 }
+
+/**
+ * Replaces control characters other than line feed and tab with escapes
+ * such as `\x1b`, so that names from an archive cannot move the cursor,
+ * retitle or clear the terminal when they are printed.
+ */
+export function printable(text: string): string {
+  return text.replace(
+    /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g,
+    (character) =>
+      `\\x${character.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
+}

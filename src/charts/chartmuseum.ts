@@ -227,7 +227,7 @@ export async function checkChartMuseum(
         headers,
         redirect: "manual",
         agent: (requested: URL) => transport.agentFor(requested),
-        signal: options.signal,
+        signal: withTimeout(options.signal),
       });
     } catch (error) {
       throw unreachable(target, transport, error, "GET");
@@ -293,7 +293,7 @@ async function postChart(
     // another host, so it is reported instead of followed.
     redirect: "manual",
     agent: (requested: URL) => transport.agentFor(requested),
-    signal: options.signal,
+    signal: withTimeout(options.signal),
   };
   try {
     return await fetch(url, init);
@@ -442,4 +442,12 @@ function unreachable(
     `cannot reach ChartMuseum at ${target.host} (${method} ${redactUrl(target.href)}): ${errorMessage(error)}`,
     { cause: error, hint },
   );
+}
+
+/** Time a ChartMuseum request may take in all, body included; charts are small. */
+const requestTimeoutMs = 120_000;
+
+function withTimeout(signal: AbortSignal | undefined): AbortSignal {
+  const timeout = AbortSignal.timeout(requestTimeoutMs);
+  return signal ? AbortSignal.any([signal, timeout]) : timeout;
 }

@@ -8,7 +8,7 @@ import {
   type InspectedTarball,
   inspectArchive,
 } from "../inspect.js";
-import { countOf } from "../text.js";
+import { countOf, printable } from "../text.js";
 import type { CliIO } from "./io.js";
 import { formatSize } from "./format.js";
 import { formatError } from "./render.js";
@@ -40,11 +40,11 @@ export async function runInspect(
     io.stdout.write(
       flags.json
         ? `${JSON.stringify(result, null, 2)}\n`
-        : `${formatInspection(result)}\n`,
+        : printable(`${formatInspection(result)}\n`),
     );
     return result.importable ? ExitCode.success : ExitCode.failure;
   } catch (error) {
-    io.stderr.write(`${formatError(error)}\n`);
+    io.stderr.write(`${printable(formatError(error))}\n`);
     return error instanceof PpaLoadError ? error.exitCode : ExitCode.failure;
   }
 }

@@ -14,7 +14,7 @@ import type { ImportResult } from "../events.js";
 import { type ImportOptions, checkOptions, importArchive } from "../import.js";
 import { removeTemporaryFoldersNow } from "../blobs/layer-store.js";
 import { ImportSession } from "../session.js";
-import { countOf } from "../text.js";
+import { countOf, printable } from "../text.js";
 import { dryRunImport } from "../dry-run.js";
 import { formatInspection, runInspect } from "./inspect-command.js";
 import type { CliIO } from "./io.js";
@@ -74,6 +74,9 @@ function wholeNumber(option: string) {
     return Number(value);
   };
 }
+
+/** Longest timer Node.js can set, in whole seconds: 2^31 - 1 milliseconds. */
+const maxTimeoutSeconds = Math.floor((2 ** 31 - 1) / 1000);
 
 /** Parses a whole number above 0, failing with the option's name. */
 function positiveNumber(option: string) {
@@ -261,7 +264,7 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
         namespace: flags.namespace,
       });
     } else {
-      io.stderr.write(`${formatError(error)}\n`);
+      io.stderr.write(`${printable(formatError(error))}\n`);
     }
   };
   try {
@@ -312,7 +315,9 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
           io.stdout.write(
             json
               ? `${JSON.stringify({ ...checked, exitCode })}\n`
-              : `${formatInspection(checked.inspection)}\n${formatDryRun(checked)}\n`,
+              : printable(
+                  `${formatInspection(checked.inspection)}\n${formatDryRun(checked)}\n`,
+                ),
           );
           outcomes.push({ archive, exitCode });
           continue;
@@ -329,7 +334,7 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
         if (json) json.summary(result, exitCode);
         else {
           const heading = archives.length > 1 ? `${archive}:\n` : "";
-          io.stdout.write(`${heading}${formatSummary(result)}\n`);
+          io.stdout.write(printable(`${heading}${formatSummary(result)}\n`));
         }
       } catch (error) {
         exitCode = controller.signal.aborted
@@ -348,7 +353,10 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
           `${JSON.stringify({ archives: outcomes, exitCode })}\n`,
         );
       } else if (json) json.bulkSummary(outcomes, exitCode);
-      else io.stdout.write(`${formatBulkSummary(outcomes, archives)}\n`);
+      else
+        io.stdout.write(
+          printable(`${formatBulkSummary(outcomes, archives)}\n`),
+        );
     }
     return exitCode;
   } finally {
@@ -504,8 +512,16 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
     )
     .option(
       "--request-timeout <seconds>",
-      "fail a registry request that sends and receives nothing for this long (default: 120)",
-      positiveNumber("--request-timeout"),
+      "fail a registry request that sends and receives nothing for this long, at most 2147483 (default: 120)",
+      (value: string) => {
+        const seconds = positiveNumber("--request-timeout")(value);
+        if (seconds > maxTimeoutSeconds) {
+          throw new InvalidArgumentError(
+            `--request-timeout takes at most ${maxTimeoutSeconds} seconds (24 days), not ${value}`,
+          );
+        }
+        return seconds;
+      },
     )
     .option(
       "--temp-dir <dir>",

@@ -1,6 +1,7 @@
 import ora, { type Ora } from "ora";
 
 import type { ImportEvent, Phase } from "../events.js";
+import { printable } from "../text.js";
 import { formatDuration, formatSize } from "./format.js";
 
 /** Progress of one image that is being pushed. */
@@ -263,10 +264,12 @@ export class ProgressRenderer {
   }
 
   #spinnerText(now: number): string {
-    return [
-      this.#state.statusLine(now),
-      ...this.#state.imageLines(now, maxImageLines),
-    ].join("\n");
+    return printable(
+      [
+        this.#state.statusLine(now),
+        ...this.#state.imageLines(now, maxImageLines),
+      ].join("\n"),
+    );
   }
 
   #refresh(): void {
@@ -285,7 +288,8 @@ export class ProgressRenderer {
     this.#line(`  progress: ${status}`);
   }
 
-  #line(text: string): void {
+  #line(raw: string): void {
+    const text = printable(raw);
     if (this.#spinner?.isSpinning) {
       this.#spinner.clear();
       this.#stream.write(`${text}\n`);

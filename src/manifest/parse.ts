@@ -384,6 +384,14 @@ function parseImage(
   const image = item as Json;
   const source = asString(file, `${where}.image`, image.image);
   if (!source) invalid(file, `${where} has no "image" field`);
+  // JSON keeps no trace of how a number was written, so 1.10 and 1.1 are
+  // the same there; a tag written as a number is ambiguous.
+  if (typeof image.tag === "number") {
+    invalid(
+      file,
+      `${where}.tag is the number ${image.tag}, which may have been written differently (1.10 reads as 1.1); write the tag as a string, e.g. "tag": "${image.tag}"`,
+    );
+  }
   const tagField = asString(file, `${where}.tag`, image.tag);
   const archive = asString(file, `${where}.archive`, image.archive);
   const found = problems.length;

@@ -108,6 +108,7 @@ export async function fetchToken(
         method: "POST",
         body: form,
         agent,
+        signal: AbortSignal.timeout(tokenTimeoutMs),
       });
     } else {
       if (service) url.searchParams.set("service", service);
@@ -116,6 +117,7 @@ export async function fetchToken(
       response = await fetch(url.toString(), {
         headers: authorization ? { authorization } : {},
         agent,
+        signal: AbortSignal.timeout(tokenTimeoutMs),
       });
     }
   } catch (error) {
@@ -143,7 +145,7 @@ export async function fetchToken(
       `the token service at ${redactUrl(url.toString())} answered ${response.status}`,
     );
   }
-  const text = await response.text();
+  const text = await readTokenBody(response, url);
   let body: { token?: string; access_token?: string; expires_in?: number };
   try {
     body = JSON.parse(text);
@@ -166,4 +168,44 @@ export async function fetchToken(
   // The token specification's default lifetime is 60 seconds.
   const lifetime = (body.expires_in ?? 60) * 1000;
   return { token, expiresAt: Date.now() + lifetime - 5000 };
+}
+
+/** Time a token request may take in all, body included. */
+const tokenTimeoutMs = 120_000;
+
+/** Largest token response read; tokens are a few KiB. */
+const maxTokenBodyBytes = 1024 * 1024;
+
+/** Reads a token response's body, failing on one that is too large or stalls. */
+async function readTokenBody(
+  response: Awaited<ReturnType<typeof fetch>>,
+  url: URL,
+): Promise<string> {
+  const parts: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of response.body ?? []) {
+      size += (chunk as Buffer).length;
+      if (size > maxTokenBodyBytes) {
+        throw new PpaLoadError(
+          "REGISTRY",
+          `the token service at ${redactUrl(url.toString())} sent a response of more than ${maxTokenBodyBytes} bytes`,
+          {
+            hint: "the registry's token service misbehaves; check the --registry address",
+          },
+        );
+      }
+      parts.push(chunk as Buffer);
+    }
+  } catch (error) {
+    if (error instanceof PpaLoadError) throw error;
+    throw new PpaLoadError(
+      "REGISTRY",
+      `cannot read the response of the token service at ${redactUrl(url.toString())}: ${errorMessage(error)}`,
+      {
+        hint: "check that this machine can reach the token service the registry names",
+      },
+    );
+  }
+  return Buffer.concat(parts).toString("utf8");
 }

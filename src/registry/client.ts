@@ -133,6 +133,8 @@ interface RequestOptions {
   retry?: boolean;
   /** Called with the size of each piece of the body as it goes out. */
   onBodyBytes?: (bytes: number) => void;
+  /** Largest response body accepted; `defaultMaxResponseBytes` unless given. */
+  maxResponseBytes?: number;
 }
 
 /** An upload session that the registry opened with a POST. */
@@ -184,6 +186,15 @@ export const autoChunkSize = 8 * 1024 * 1024;
  * stops halfway, so finishing it keeps the session for a later run.
  */
 const cancelGraceMs = 10_000;
+
+/** Largest response body read, except for blobs: manifests, tokens and error bodies are far smaller. */
+const defaultMaxResponseBytes = 16 * 1024 * 1024;
+
+/** Statuses of redirects that #send follows. */
+const redirectStatuses = new Set([301, 302, 303, 307, 308]);
+
+/** Redirects followed per request, as many as browsers and node-fetch allow. */
+const maxRedirects = 20;
 
 /** Slice of a buffer body handed to the socket at a time, so that the idle timer sees progress. */
 const bodySliceSize = 1024 * 1024;
@@ -449,6 +460,7 @@ export class RegistryClient {
     const path = `/v2/${repository}/blobs/${digest}`;
     const response = await this.#request(path, {
       scopes: [`repository:${repository}:pull`],
+      maxResponseBytes: Number.POSITIVE_INFINITY,
     });
     await this.#expect(response, [200], "GET", path);
     if (!response.body) {
@@ -917,13 +929,18 @@ export class RegistryClient {
   }
 
   /**
-   * Cancels the journal's upload sessions on this registry and forgets them.
-   * A run calls it after it has published everything, when any session left
-   * belongs to a blob it no longer uploads.
+   * Cancels the journal's upload sessions on this registry that no run has
+   * touched for `olderThanMs` (a week by default, when distribution purges
+   * them anyway), and forgets them. Newer sessions may belong to another
+   * import that shares the output folder, or to its next run.
    */
-  async cancelRecordedUploads(): Promise<void> {
+  async cancelRecordedUploads(
+    olderThanMs = 7 * 24 * 60 * 60 * 1000,
+  ): Promise<void> {
+    const cutoff = Date.now() - olderThanMs;
     for (const entry of this.#journal?.entries() ?? []) {
       if (entry.registry !== this.registry) continue;
+      if (Date.parse(entry.updated) > cutoff) continue;
       await this.#request(entry.url, {
         method: "DELETE",
         scopes: pushScopes(entry.repository),
@@ -1117,12 +1134,124 @@ export class RegistryClient {
     return response;
   }
 
+  /**
+   * Sends a request and follows up to `maxRedirects` redirects. Credentials
+   * go only to the registry's own origin (scheme, host and port), so a
+   * redirect to storage elsewhere, even on another port of the same host,
+   * gets none.
+   */
   async #send(
     url: string,
     method: string,
     options: RequestOptions,
   ): Promise<Response> {
-    const target = new URL(url);
+    let target = new URL(url);
+    let currentMethod = method;
+    let current = options;
+    for (let redirects = 0; ; redirects++) {
+      const response = await this.#sendOnce(target, currentMethod, current);
+      const location = response.headers.get("location");
+      if (!redirectStatuses.has(response.status) || !location) return response;
+      await discard(response);
+      if (redirects >= maxRedirects) {
+        throw new PpaLoadError(
+          "REGISTRY",
+          `${this.registry} redirected ${currentMethod} ${redactUrl(url)} more than ${maxRedirects} times`,
+          {
+            hint: "the registry or a proxy in front of it redirects in a loop; check the --registry address",
+          },
+        );
+      }
+      let next: URL;
+      try {
+        next = new URL(location, target);
+      } catch {
+        next = new URL("invalid:");
+      }
+      if (next.protocol !== "http:" && next.protocol !== "https:") {
+        throw new PpaLoadError(
+          "REGISTRY",
+          `${this.registry} redirected ${currentMethod} ${redactUrl(target.href)} to a location that is not an http or https URL`,
+          {
+            hint: "the registry or a proxy in front of it is misconfigured; check the --registry address",
+          },
+        );
+      }
+      // As browsers and Go do: 303, and 301 or 302 after a POST, become a
+      // GET without a body. 307 and 308 repeat the request as it was.
+      if (
+        response.status === 303 ||
+        ((response.status === 301 || response.status === 302) &&
+          currentMethod === "POST")
+      ) {
+        currentMethod = "GET";
+        current = { ...current, body: undefined, headers: {} };
+      }
+      target = next;
+    }
+  }
+
+  /**
+   * Returns the response with a body that fails when it stays silent for
+   * the idle timeout, or grows past `maxResponseBytes`, so that a stalled
+   * or endless body cannot hang the import or fill memory.
+   */
+  #guardBody(
+    response: Response,
+    target: URL,
+    method: string,
+    options: RequestOptions,
+    timer: NodeJS.Timeout,
+    setOnIdle: (fail: () => void) => void,
+  ): Response {
+    const source = response.body;
+    if (!source) {
+      clearTimeout(timer);
+      return response;
+    }
+    const limit = options.maxResponseBytes ?? defaultMaxResponseBytes;
+    const registry = this.registry;
+    let received = 0;
+    const guarded = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        timer.refresh();
+        received += chunk.length;
+        if (received > limit) {
+          callback(
+            new PpaLoadError(
+              "REGISTRY",
+              `${registry} sent more than ${formatSize(limit)} in its response to ${method} ${redactUrl(target.href)}`,
+              {
+                hint: "the registry or a proxy in front of it sent an unexpected response; check the --registry address",
+              },
+            ),
+          );
+          return;
+        }
+        callback(null, chunk);
+      },
+    });
+    setOnIdle(() => guarded.destroy(this.#timedOut(target, method)));
+    // Readers of the body see its errors; a body that nobody reads must not
+    // turn them into an uncaught exception.
+    guarded.on("error", () => undefined);
+    source.on("error", (error) => guarded.destroy(error));
+    guarded.on("close", () => clearTimeout(timer));
+    (source as Readable).pipe(guarded);
+    return new Response(guarded, {
+      status: response.status,
+      statusText: response.statusText,
+      headers: response.headers,
+    });
+  }
+
+  /** Sends one request, without following a redirect. */
+  async #sendOnce(
+    target: URL,
+    method: string,
+    options: RequestOptions,
+  ): Promise<Response> {
+    const url = target.href;
     // Resolving the agent first reports a bad proxy variable as it is.
     this.#transport.agentFor(target);
     const headers: Record<string, string> = {
@@ -1141,7 +1270,13 @@ export class RegistryClient {
     // The idle timer restarts whenever the socket takes another piece of
     // the body, so a large upload on a slow link does not time out.
     const idle = new AbortController();
-    const timer = setTimeout(() => idle.abort(), this.#idleTimeoutMs);
+    // Before the headers arrive the timer aborts the request; after, it
+    // fails the response body, whose reading has no deadline of its own.
+    let onIdle = () => idle.abort();
+    const timer = setTimeout(() => onIdle(), this.#idleTimeoutMs);
+    // An open socket keeps the process alive while a request waits; the
+    // timer alone must not, e.g. for a body that nobody reads.
+    timer.unref();
     const onBodyBytes = options.onBodyBytes;
     const touch = new Transform({
       transform(chunk: Buffer, _encoding, callback) {
@@ -1170,23 +1305,32 @@ export class RegistryClient {
       method,
       headers,
       body,
-      redirect: "follow",
-      // A function, so that a redirect to another host or scheme gets its own agent.
-      agent: (redirected: URL) => this.#transport.agentFor(redirected),
+      // Redirects are followed by #send, which decides where credentials go.
+      redirect: "manual",
+      agent: (requested: URL) => this.#transport.agentFor(requested),
       signal,
     };
     let response: Response;
     try {
       response = await fetch(url, init);
     } catch (error) {
+      clearTimeout(timer);
       if (stream?.failure) throw stream.failure;
       if (options.signal?.aborted) throw cancelled(this.registry);
       if (idle.signal.aborted) throw this.#timedOut(target, method);
       throw this.#unreachable(target, method, error);
-    } finally {
-      clearTimeout(timer);
     }
     this.#onRequest?.({ method, url: redactUrl(url), status: response.status });
+    response = this.#guardBody(
+      response,
+      target,
+      method,
+      options,
+      timer,
+      (fail) => {
+        onIdle = fail;
+      },
+    );
     if (stream && response.status >= 300 && !stream.readableEnded) {
       // The registry responded before it read the whole body, so sending the
       // rest would be wasted. The response is read first, because stopping
@@ -1194,6 +1338,7 @@ export class RegistryClient {
       const answer = Buffer.from(
         await response.arrayBuffer().catch(() => new ArrayBuffer(0)),
       );
+      clearTimeout(timer);
       stream.destroy();
       touch.destroy();
       response = new Response(answer, {

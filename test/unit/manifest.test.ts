@@ -227,6 +227,16 @@ describe("parseManifestJson", () => {
     expect(parsed.charts[0].repositoryKeys).toEqual(["image.repository"]);
   });
 
+  it("rejects a tag written as a number", () => {
+    expect(() =>
+      parseManifestJson(
+        JSON.stringify({
+          images: [{ image: "ex/c", tag: 1.1, archive: "images/c.tar" }],
+        }),
+      ),
+    ).toThrow(/tag is the number 1\.1, .*write the tag as a string/);
+  });
+
   it("ignores a byte order mark", () => {
     expect(parseManifestJson('\uFEFF{"images":[]}').images).toEqual([]);
   });

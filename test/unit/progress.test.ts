@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 
 import { ProgressRenderer, ProgressState } from "../../src/cli/progress.js";
 import { formatDuration, formatSize } from "../../src/cli/format.js";
+import { printable } from "../../src/text.js";
 import type { ImportEvent } from "../../src/events.js";
 
 const mebibyte = 1024 * 1024;
@@ -235,5 +236,17 @@ describe("formatting", () => {
     [3840, "1 h 4 min"],
   ])("formats %d seconds as %s", (seconds, text) => {
     expect(formatDuration(seconds)).toBe(text);
+  });
+});
+
+describe("printable", () => {
+  it("escapes terminal control sequences", () => {
+    expect(printable("images/\u001b]0;TITLE\u0007x\u001b[2J.tar")).toBe(
+      "images/\\x1b]0;TITLE\\x07x\\x1b[2J.tar",
+    );
+  });
+
+  it("keeps line feeds, tabs and other text", () => {
+    expect(printable("a\tb\nc ü")).toBe("a\tb\nc ü");
   });
 });

@@ -1067,14 +1067,18 @@ describe("RegistryClient.uploadBlob resumes", () => {
     await expect(readFile(file)).rejects.toThrow(/ENOENT/);
   });
 
-  it("cancels recorded sessions no run resumed", async () => {
+  it("cancels only sessions of a week ago", async () => {
     const registry = await startRegistry();
     const blob = testBlob(randomBytes(10_000));
     const file = join(folder, "stale.json");
     await interruptedUpload(registry, blob, file);
 
     const journal = await UploadJournal.open(file);
-    await clientFor(registry, { journal }).cancelRecordedUploads();
+    const client = clientFor(registry, { journal });
+    await client.cancelRecordedUploads();
+    expect(registry.cancelled).toEqual([]);
+
+    await client.cancelRecordedUploads(-1000);
 
     expect(registry.cancelled).toEqual(["session-1"]);
     expect(journal.entries()).toEqual([]);
@@ -1114,6 +1118,112 @@ function* zeroes(size: number): Generator<Buffer> {
     yield piece.subarray(0, Math.min(piece.length, size - sent));
   }
 }
+
+describe("RegistryClient hostile responses", () => {
+  async function server(
+    handler: http.RequestListener,
+  ): Promise<{ host: string; close: () => Promise<void> }> {
+    const instance = http.createServer(handler);
+    await new Promise<void>((resolve) =>
+      instance.listen(0, "127.0.0.1", resolve),
+    );
+    return {
+      host: `127.0.0.1:${(instance.address() as net.AddressInfo).port}`,
+      close: async () => {
+        instance.closeAllConnections();
+        await new Promise((resolve) => instance.close(resolve));
+      },
+    };
+  }
+
+  it("times out a body that stalls after the headers", async () => {
+    const stalling = await server((req, res) => {
+      if (req.url === "/v2/") {
+        res.writeHead(200);
+        res.end();
+        return;
+      }
+      res.writeHead(200, { "content-length": "1000" });
+      res.write("{");
+    });
+    try {
+      const client = new RegistryClient({
+        registry: stalling.host,
+        env: {},
+        idleTimeoutMs: 200,
+      });
+
+      const error = await client
+        .getManifest("ns/app", "1.0")
+        .catch((caught: unknown) => caught);
+
+      expect(String(error)).toMatch(/timed out: .* no data for 0 s/);
+    } finally {
+      await stalling.close();
+    }
+  });
+
+  it("drops an error body that is too large", async () => {
+    const endless = await server((_req, res) => {
+      res.writeHead(400, { "content-type": "application/json" });
+      const piece = Buffer.alloc(1024 * 1024, 0x20);
+      let sent = 0;
+      const pump = () => {
+        while (sent < 64 && res.write(piece)) sent++;
+        if (sent < 64) res.once("drain", pump);
+        else res.end();
+      };
+      pump();
+    });
+    try {
+      const client = new RegistryClient({ registry: endless.host, env: {} });
+
+      const error = await client.ping().catch((caught: unknown) => caught);
+
+      // The error body is dropped past the limit; the status still shows.
+      expect(String(error)).toMatch(/GET .*\/v2\/ failed: 400/);
+    } finally {
+      await endless.close();
+    }
+  });
+
+  it("sends credentials to no other port after a redirect", async () => {
+    const seen: (string | undefined)[] = [];
+    const other = await server((req, res) => {
+      seen.push(req.headers.authorization);
+      res.writeHead(200);
+      res.end("{}");
+    });
+    const registry = await server((req, res) => {
+      if (!req.headers.authorization) {
+        res.writeHead(401, { "www-authenticate": 'Basic realm="r"' });
+        res.end();
+        return;
+      }
+      res.writeHead(307, { location: `http://${other.host}/v2/` });
+      res.end();
+    });
+    try {
+      const client = new RegistryClient({
+        registry: registry.host,
+        env: {},
+        credentials: {
+          username: "u",
+          password: "secret",
+          source: "--username",
+        },
+      });
+
+      await client.ping();
+
+      expect(seen.length).toBeGreaterThan(0);
+      expect(seen.every((header) => header === undefined)).toBe(true);
+    } finally {
+      await registry.close();
+      await other.close();
+    }
+  });
+});
 
 describe("RegistryClient connection failures", () => {
   it("suggests chunks when uploads are dropped", async () => {
