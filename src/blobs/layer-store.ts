@@ -406,7 +406,8 @@ class Queue {
   }
 }
 
-function storedFormat(prefix: Buffer): LayerBlob["stored"] {
+/** Names the format of a layer from its first bytes: gzip, zstd or plain tar. */
+export function storedFormat(prefix: Buffer): LayerBlob["stored"] {
   if (prefix[0] === 0x1f && prefix[1] === 0x8b) return "gzip";
   if (
     prefix[0] === 0x28 &&

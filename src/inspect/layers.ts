@@ -7,6 +7,7 @@ import type {
   ImageTarballInspector,
   LayerConsumer,
 } from "../archive/image-tarball.js";
+import { storedFormat } from "../blobs/layer-store.js";
 import { PpaLoadError } from "../errors.js";
 import type { Plan } from "../plan.js";
 
@@ -116,20 +117,6 @@ async function measureLayer(
     }
   }
   return { stored, size, diffId: `sha256:${hash.digest("hex")}` };
-}
-
-/** Names the format of a layer from its first bytes, as the layer store does. */
-function storedFormat(prefix: Buffer): MeasuredLayer["stored"] {
-  if (prefix[0] === 0x1f && prefix[1] === 0x8b) return "gzip";
-  if (
-    prefix[0] === 0x28 &&
-    prefix[1] === 0xb5 &&
-    prefix[2] === 0x2f &&
-    prefix[3] === 0xfd
-  ) {
-    return "zstd";
-  }
-  return "tar";
 }
 
 async function* replay(
