@@ -11,7 +11,7 @@ import type {
   PublishedReference,
 } from "../events.js";
 import type { PlannedList, PlannedReference } from "../plan.js";
-import { sha256Digest } from "../registry/client.js";
+import { isConnectionError, sha256Digest } from "../registry/client.js";
 import { MediaType } from "../registry/media-types.js";
 import { buildManifestList } from "./manifest-list.js";
 import {
@@ -443,7 +443,7 @@ async function withRetries<T>(
       if (
         attempt >= blobAttempts ||
         context.signal?.aborted ||
-        !isConnectionFailure(error)
+        !isConnectionError(error)
       ) {
         throw error;
       }
@@ -453,22 +453,6 @@ async function withRetries<T>(
       await new Promise((resolve) => setTimeout(resolve, 1000 * attempt));
     }
   }
-}
-
-function isConnectionFailure(error: unknown): boolean {
-  const codes = new Set([
-    "ECONNRESET",
-    "ECONNREFUSED",
-    "EPIPE",
-    "ETIMEDOUT",
-    "ECONNABORTED",
-  ]);
-  for (let cause = error; cause instanceof Error; cause = cause.cause) {
-    const code = (cause as NodeJS.ErrnoException).code;
-    if (code && codes.has(code)) return true;
-    if (/socket hang up|premature close/i.test(cause.message)) return true;
-  }
-  return false;
 }
 
 function descriptor(blob: { mediaType: string; size: number; digest: string }) {

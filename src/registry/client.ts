@@ -304,15 +304,23 @@ function delayedSignal(
   };
 }
 
-function isConnectionError(error: unknown): boolean {
+/**
+ * Tells whether an error, or one of its causes, is a failed connection
+ * (reset, refused, broken pipe, timed out, aborted, or closed mid-response)
+ * rather than an answer of the registry.
+ */
+export function isConnectionError(error: unknown): boolean {
+  const codes = new Set([
+    "ECONNRESET",
+    "ECONNREFUSED",
+    "EPIPE",
+    "ETIMEDOUT",
+    "ECONNABORTED",
+  ]);
   for (let cause = error; cause instanceof Error; cause = cause.cause) {
     const code = (cause as NodeJS.ErrnoException).code;
-    if (
-      code &&
-      /^E(CONNRESET|CONNREFUSED|PIPE|TIMEDOUT|CONNABORTED)$/.test(code)
-    ) {
-      return true;
-    }
+    if (code && codes.has(code)) return true;
+    if (/socket hang up|premature close/i.test(cause.message)) return true;
   }
   return false;
 }
