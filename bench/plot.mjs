@@ -10,9 +10,9 @@
 import { readFileSync, writeFileSync } from "node:fs";
 
 const [output, ...rest] = process.argv.slice(2);
-let wanted;
+let selectedMethods;
 if (rest[0] === "--methods") {
-  wanted = new Set(rest[1].split(","));
+  selectedMethods = new Set(rest[1].split(","));
   rest.splice(0, 2);
 }
 const inputs = rest;
@@ -33,7 +33,7 @@ for (const file of files) {
   const megabytes = file.corpus.archiveBytes / 1e6;
   for (const result of file.results) {
     if (!result.median?.wallSeconds) continue;
-    if (wanted && !wanted.has(result.id)) continue;
+    if (selectedMethods && !selectedMethods.has(result.id)) continue;
     labels.set(result.id, result.label);
     const points = series.get(result.id) ?? new Map();
     points.set(megabytes, result.median.wallSeconds);
@@ -94,7 +94,10 @@ parts.push(
   const colour = colours[index % colours.length];
   const sorted = [...points].sort((a, b) => a[0] - b[0]);
   const path = sorted
-    .map(([px, py], i) => `${i === 0 ? "M" : "L"}${x(px).toFixed(1)},${y(py).toFixed(1)}`)
+    .map(
+      ([px, py], i) =>
+        `${i === 0 ? "M" : "L"}${x(px).toFixed(1)},${y(py).toFixed(1)}`,
+    )
     .join(" ");
   parts.push(
     `<path d="${path}" fill="none" stroke="${colour}" stroke-width="2"/>`,

@@ -703,7 +703,7 @@ function reportNothingToPublish(input: PlanInput, plan: Plan): void {
       ? paths.filter((path) => isPpaContent(path, folder))
       : [];
   const chart = paths.find((path) => /^([^/]+\/)?Chart\.yaml$/.test(path));
-  // A chart's own folder holds charts/ (its subcharts) too, so Chart.yaml at
+  // A chart's own folder contains charts/ (its subcharts) too, so Chart.yaml at
   // the top of the folder decides that the archive is a chart.
   if (nested.length > 0 && !chart) {
     plan.errors.push(

@@ -50,12 +50,11 @@ export interface LayerHandle {
 }
 
 /**
- * Uncompressed layer bytes that may wait on disk for compression, at least.
+ * Minimum limit of uncompressed layer bytes waiting on disk for compression.
  * The limit is the largest layer seen so far when that is larger. Reading
- * pauses before a layer that would go over it, so that the waiting layers,
- * a repeated layer being checked and the compressed files stay within about
- * three times the largest layer while compression, which runs behind the
- * reading, catches up.
+ * pauses before a layer that would go over it. The waiting layers, a
+ * repeated layer being checked and the compressed files then stay within
+ * about three times the largest layer while compression catches up.
  */
 const minWaitingLimit = 16 * 1024 * 1024;
 

@@ -75,7 +75,7 @@ function wholeNumber(option: string) {
   };
 }
 
-/** Longest timer Node.js can set, in whole seconds: 2^31 - 1 milliseconds. */
+/** Maximum timer Node.js can set, in whole seconds: 2^31 - 1 milliseconds. */
 const maxTimeoutSeconds = Math.floor((2 ** 31 - 1) / 1000);
 
 /** Parses a whole number above 0, failing with the option's name. */

@@ -96,7 +96,7 @@ export class ProgressState {
     return false;
   }
 
-  /** One line on the current phase, with sizes, rate and time left where known. */
+  /** Returns one line on the current phase, with sizes, rate and time left where known. */
   statusLine(now: number): string {
     const seconds = (now - this.#phaseStarted) / 1000;
     if (this.phase === "read" && this.#read.total > 0) {
@@ -105,7 +105,7 @@ export class ProgressState {
     }
     if (this.phase === "push" && this.#planned > 0) {
       // Most blobs may have gone up while the archive was read, so a rate
-      // over this phase alone would mislead; each image line has its own.
+      // over this phase alone would mislead. Each image line has its own.
       return `pushing: ${this.#published} of ${this.#planned} images published, ${formatSize(this.#pushBytes())} of blobs in place`;
     }
     return this.message;
@@ -166,7 +166,7 @@ function amounts(done: number, total: number, seconds: number): string {
 }
 
 export interface ProgressOptions {
-  /** Where progress goes: standard error. */
+  /** Stream for progress: standard error. */
   stream: NodeJS.WriteStream;
   /** Print only errors; the summary goes to standard output either way. */
   quiet?: boolean;

@@ -385,7 +385,7 @@ function parseImage(
   const source = asString(file, `${where}.image`, image.image);
   if (!source) invalid(file, `${where} has no "image" field`);
   // JSON keeps no trace of how a number was written, so 1.10 and 1.1 are
-  // the same there; a tag written as a number is ambiguous.
+  // the same there. A tag written as a number is therefore ambiguous.
   if (typeof image.tag === "number") {
     invalid(
       file,

@@ -130,8 +130,8 @@ async function pushReference(
     const previous = await client.headManifest(repository, ref.target.tag);
     if (previous && options.noOverwrite) {
       // The engine compresses layers itself, so the digest of its push is
-      // known only afterwards; the config digest, which is the image ID,
-      // tells whether the tag already holds this image.
+      // known only afterwards. The config digest, which is the image ID,
+      // shows whether the tag already points at this image.
       const current = await client.getManifest(repository, previous.digest);
       const configDigest = (
         JSON.parse(current.body.toString("utf8")) as {

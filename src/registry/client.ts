@@ -158,7 +158,7 @@ interface UploadSession {
 /**
  * Statuses that the client retries. The distribution spec calls 502, 503 and
  * 504 temporary and other 5xx terminal, and 429 reports rate limiting.
- * Registries also answer 500 when their storage back end fails for a
+ * Registries also return 500 when their storage back end fails for a
  * moment, so 500 is retried too, within the same bound.
  */
 const retryStatuses = new Set([429, 500, 502, 503, 504]);
@@ -174,9 +174,9 @@ export const autoChunkThreshold = 128 * 1024 * 1024;
 
 /**
  * Chunk size of blobs of `autoChunkThreshold` bytes or more when no chunk
- * size is set. Each upload holds its chunk in memory, so that it can send it
- * again, and several uploads run at once: at scale 4 of the benchmark,
- * 64 MiB chunks took the peak RSS from 153 to 553 MB.
+ * size is set. Each upload keeps its chunk in memory to send it again, and several
+ * uploads run at once. At scale 4 of the benchmark, 64 MiB chunks took the
+ * peak RSS from 153 to 553 MB.
  */
 export const autoChunkSize = 8 * 1024 * 1024;
 
@@ -196,7 +196,7 @@ const redirectStatuses = new Set([301, 302, 303, 307, 308]);
 /** Redirects followed per request, as many as browsers and node-fetch allow. */
 const maxRedirects = 20;
 
-/** Slice of a buffer body handed to the socket at a time, so that the idle timer sees progress. */
+/** Slice of a buffer body handed to the socket at a time, so that each slice restarts the idle timer. */
 const bodySliceSize = 1024 * 1024;
 
 /** Whether a registry host is on this machine, where Docker allows plain HTTP. */
@@ -556,7 +556,7 @@ export class RegistryClient {
    * registry reports must match.
    *
    * With a journal, each acknowledged chunk is recorded, and an upload first
-   * asks the registry how much of the recorded session it holds and sends
+   * requests the size of the recorded session from the registry and sends
    * only the rest. A cancelled or disconnected upload with acknowledged
    * chunks keeps its session for that; any other failure cancels the session
    * with a DELETE.
@@ -939,7 +939,7 @@ export class RegistryClient {
   /**
    * Cancels the journal's upload sessions on this registry that no run has
    * touched for `olderThanMs` (a week by default, when distribution purges
-   * them anyway), and forgets them. Newer sessions may belong to another
+   * them anyway), and removes them from the journal. Newer sessions may belong to another
    * import that shares the output folder, or to its next run.
    */
   async cancelRecordedUploads(
@@ -1240,8 +1240,8 @@ export class RegistryClient {
       },
     });
     setOnIdle(() => guarded.destroy(this.#timedOut(target, method)));
-    // Readers of the body see its errors; a body that nobody reads must not
-    // turn them into an uncaught exception.
+    // Readers of the body receive its errors. A body that is never read must
+    // not turn them into an uncaught exception.
     guarded.on("error", () => undefined);
     source.on("error", (error) => guarded.destroy(error));
     guarded.on("close", () => clearTimeout(timer));
@@ -1282,8 +1282,8 @@ export class RegistryClient {
     // fails the response body, whose reading has no deadline of its own.
     let onIdle = () => idle.abort();
     const timer = setTimeout(() => onIdle(), this.#idleTimeoutMs);
-    // An open socket keeps the process alive while a request waits; the
-    // timer alone must not, e.g. for a body that nobody reads.
+    // An open socket keeps the process alive while a request waits. The
+    // timer alone must not, e.g. for a body that is never read.
     timer.unref();
     const onBodyBytes = options.onBodyBytes;
     const touch = new Transform({

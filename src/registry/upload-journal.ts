@@ -43,8 +43,8 @@ export class UploadJournal {
 
   /**
    * Reads the journal at `file`, or starts an empty one. A file that is not
-   * a valid journal is treated as empty, and `onInvalid` says why: losing it
-   * only costs uploads from the first byte.
+   * a valid journal is treated as empty, and `onInvalid` receives the
+   * reason, because losing it only costs uploads from the first byte.
    */
   static async open(
     file: string,
@@ -88,7 +88,7 @@ export class UploadJournal {
     return this.#entries.get(keyOf({ registry, repository, digest }));
   }
 
-  /** Every recorded session, for cleaning up the ones no run resumed. */
+  /** Returns every recorded session, for cleaning up the ones no run resumed. */
   entries(): JournalEntry[] {
     return [...this.#entries.values()];
   }
@@ -117,7 +117,7 @@ export class UploadJournal {
 
   #save(): Promise<void> {
     // Writes run one after another, each with the entries of its time, so
-    // the last write always holds the latest state.
+    // the last write always contains the latest state.
     this.#writing = this.#writing.then(
       () => this.#write(),
       () => this.#write(),

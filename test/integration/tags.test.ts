@@ -25,7 +25,7 @@ const manifestYaml = `images:
           architecture: amd64
 `;
 
-/** A one-image archive whose layer says `release`, so two releases differ. */
+/** A one-image archive whose layer contains `release`, so two releases differ. */
 function archiveOf(release: string): Buffer {
   const image: ImageSpec = {
     repoTags: ["example/app-amd64:1.0"],

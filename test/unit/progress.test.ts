@@ -169,7 +169,7 @@ describe("ProgressRenderer on a pipe", () => {
 });
 
 describe("ProgressRenderer on a terminal", () => {
-  /** A stream that says it is a terminal of 80 columns, as ora checks. */
+  /** A stream that reports a terminal of 80 columns, as ora checks. */
   function terminal() {
     const stream = new PassThrough() as unknown as NodeJS.WriteStream & {
       isTTY: boolean;
