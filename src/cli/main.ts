@@ -237,7 +237,7 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
     : undefined;
   const renderer = json
     ? undefined
-    : new ProgressRenderer({
+    : await ProgressRenderer.create({
         stream: io.stderr,
         quiet: flags.quiet,
         verbose: flags.verbose,

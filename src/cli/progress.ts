@@ -1,4 +1,4 @@
-import ora, { type Ora } from "ora";
+import type { Ora, Options as OraOptions } from "ora";
 
 import type { ImportEvent, Phase } from "../events.js";
 import { printable } from "../text.js";
@@ -176,6 +176,20 @@ export interface ProgressOptions {
   color?: boolean;
   /** Seconds between progress lines when the stream is not a terminal. */
   intervalSeconds?: number;
+  /**
+   * Creates the spinner. {@link ProgressRenderer.create} loads ora for a
+   * terminal; without it the renderer prints plain lines.
+   */
+  spinner?: (options: OraOptions) => Ora;
+}
+
+/**
+ * Whether a spinner can be drawn on `stream`: a terminal that reports its
+ * width. Some pseudo-terminals report zero columns, in which ora cannot lay
+ * out a spinner.
+ */
+function drawsSpinner(stream: NodeJS.WriteStream): boolean {
+  return stream.isTTY === true && (stream.columns ?? 0) > 0;
 }
 
 /** Image lines shown under the spinner at most. */
@@ -201,13 +215,11 @@ export class ProgressRenderer {
     this.#quiet = options.quiet ?? false;
     this.#verbose = options.verbose ?? false;
     if (this.#quiet) return;
-    // A terminal that reports zero columns (some pseudo-terminals do) gets
-    // plain lines, because ora cannot lay out a spinner in no width.
-    // ora also turns itself off where CI is set or TERM is dumb, and then
-    // the plain lines serve better than its one line per phase.
+    // ora turns itself off where CI is set or TERM is dumb, and then the
+    // plain lines serve better than its one line per phase.
     const spinner =
-      this.#stream.isTTY && (this.#stream.columns ?? 0) > 0
-        ? ora({
+      options.spinner && drawsSpinner(this.#stream)
+        ? options.spinner({
             stream: this.#stream,
             discardStdin: false,
             color: options.color === false ? false : "cyan",
@@ -221,6 +233,18 @@ export class ProgressRenderer {
       this.#timer = setInterval(() => this.#printStatus(), seconds * 1000);
     }
     this.#timer.unref();
+  }
+
+  /**
+   * Creates a renderer, loading ora only for a terminal: it adds several
+   * megabytes to the process, which a run in a pipe or a CI log never uses.
+   */
+  static async create(options: ProgressOptions): Promise<ProgressRenderer> {
+    if (options.quiet || options.spinner || !drawsSpinner(options.stream)) {
+      return new ProgressRenderer(options);
+    }
+    const { default: ora } = await import("ora");
+    return new ProgressRenderer({ ...options, spinner: ora });
   }
 
   /** Prints a heading, such as the archive a run over several starts on. */

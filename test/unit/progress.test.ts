@@ -197,7 +197,7 @@ describe("ProgressRenderer on a terminal", () => {
     delete process.env.CI;
     try {
       const { stream, output } = terminal();
-      const renderer = new ProgressRenderer({ stream, color: false });
+      const renderer = await ProgressRenderer.create({ stream, color: false });
 
       renderer.handle({
         type: "phase",
