@@ -1,5 +1,9 @@
 import { randomBytes } from "node:crypto";
-import fetch, { type RequestInit, type Response } from "node-fetch";
+import {
+  type HttpRequestInit,
+  type HttpResponse,
+  httpRequest,
+} from "../registry/http.js";
 
 import { PpaLoadError, errorMessage } from "../errors.js";
 import { redactUrl } from "../registry/errors.js";
@@ -221,11 +225,10 @@ export async function checkChartMuseum(
       fileName: "",
     });
     if (authorization) headers.authorization = authorization;
-    let response: Response;
+    let response: HttpResponse;
     try {
-      response = await fetch(urls.upload, {
+      response = await httpRequest(urls.upload, {
         headers,
-        redirect: "manual",
         agent: (requested: URL) => transport.agentFor(requested),
         signal: withTimeout(options.signal),
       });
@@ -260,7 +263,7 @@ async function postChart(
   url: string,
   options: ChartMuseumUploadOptions,
   transport: Transport,
-): Promise<Response> {
+): Promise<HttpResponse> {
   const target = new URL(url);
   // Resolving the agent first reports a bad proxy variable as it is.
   transport.agentFor(target);
@@ -285,18 +288,18 @@ async function postChart(
     headers["content-type"] = "application/octet-stream";
   }
 
-  const init: RequestInit = {
+  const init: HttpRequestInit = {
     method: "POST",
     headers,
     body,
-    // A redirect would turn the POST into a GET or send the credentials to
-    // another host, so it is reported instead of followed.
-    redirect: "manual",
+    // httpRequest returns a redirect unfollowed: following it would turn the
+    // POST into a GET or send the credentials to another host, so it is
+    // reported.
     agent: (requested: URL) => transport.agentFor(requested),
     signal: withTimeout(options.signal),
   };
   try {
-    return await fetch(url, init);
+    return await httpRequest(url, init);
   } catch (error) {
     if (options.signal?.aborted) {
       throw new PpaLoadError(
@@ -343,12 +346,12 @@ function multipartForm(files: FormFile[]): {
   };
 }
 
-async function discard(response: Response): Promise<void> {
-  await response.arrayBuffer().catch(() => undefined);
+async function discard(response: HttpResponse): Promise<void> {
+  await response.buffer().catch(() => undefined);
 }
 
 /** Returns the `error` field of ChartMuseum's JSON error body, or the start of any other body. */
-async function serverMessage(response: Response): Promise<string> {
+async function serverMessage(response: HttpResponse): Promise<string> {
   const text = await response.text().catch(() => "");
   try {
     const parsed = JSON.parse(text) as { error?: unknown };
@@ -360,7 +363,7 @@ async function serverMessage(response: Response): Promise<string> {
 }
 
 async function uploadFailure(
-  response: Response,
+  response: HttpResponse,
   url: string,
   label: string,
   auth: Authentication,
@@ -380,7 +383,7 @@ async function uploadFailure(
 }
 
 function failureHint(
-  response: Response,
+  response: HttpResponse,
   url: string,
   auth: Authentication,
   chart: { name: string; version: string },

@@ -1,4 +1,4 @@
-import fetch from "node-fetch";
+import { type HttpResponse, httpRequest } from "./http.js";
 
 import { PpaLoadError, errorMessage } from "../errors.js";
 import type { Credentials } from "./credentials.js";
@@ -104,7 +104,7 @@ export async function fetchToken(
         scope: scopes.join(" "),
       });
       if (service) form.set("service", service);
-      response = await fetch(url.toString(), {
+      response = await httpRequest(url.toString(), {
         method: "POST",
         body: form,
         agent,
@@ -114,7 +114,7 @@ export async function fetchToken(
       if (service) url.searchParams.set("service", service);
       for (const scope of scopes) url.searchParams.append("scope", scope);
       const authorization = basicHeader(credentials);
-      response = await fetch(url.toString(), {
+      response = await httpRequest(url.toString(), {
         headers: authorization ? { authorization } : {},
         agent,
         signal: AbortSignal.timeout(tokenTimeoutMs),
@@ -178,7 +178,7 @@ const maxTokenBodyBytes = 1024 * 1024;
 
 /** Reads a token response's body, failing on one that is too large or stalls. */
 async function readTokenBody(
-  response: Awaited<ReturnType<typeof fetch>>,
+  response: HttpResponse,
   url: URL,
 ): Promise<string> {
   const parts: Buffer[] = [];

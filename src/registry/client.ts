@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { Readable, Transform, type TransformCallback } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import fetch, { type RequestInit, Response } from "node-fetch";
+import { type HttpRequestInit, HttpResponse, httpRequest } from "./http.js";
 
 import type { BlobSource } from "../blobs/blob.js";
 import { PpaLoadError, errorMessage } from "../errors.js";
@@ -193,7 +193,7 @@ const defaultMaxResponseBytes = 16 * 1024 * 1024;
 /** Statuses of redirects that #send follows. */
 const redirectStatuses = new Set([301, 302, 303, 307, 308]);
 
-/** Redirects followed per request, as many as browsers and node-fetch allow. */
+/** Redirects followed per request, as many as browsers allow. */
 const maxRedirects = 20;
 
 /** Slice of a buffer body handed to the socket at a time, so that each slice restarts the idle timer. */
@@ -248,14 +248,14 @@ function withDigest(url: string, digest: string): string {
  * Returns the end of a `Range: 0-END` upload header (`bytes=0-END` in older
  * spec versions), or undefined when the header is missing or invalid.
  */
-function rangeEnd(response: Response): number | undefined {
+function rangeEnd(response: HttpResponse): number | undefined {
   const value = response.headers.get("range");
   const match = value ? /^(?:bytes=)?0-(\d+)$/.exec(value.trim()) : null;
   return match ? Number(match[1]) : undefined;
 }
 
-async function discard(response: Response): Promise<void> {
-  await response.arrayBuffer().catch(() => undefined);
+async function discard(response: HttpResponse): Promise<void> {
+  await response.buffer().catch(() => undefined);
 }
 
 function cancelled(registry: string): PpaLoadError {
@@ -392,7 +392,7 @@ export class RegistryClient {
       headers: { accept: manifestAccept },
     });
     await this.#expect(response, [200], "GET", path);
-    const body = Buffer.from(await response.arrayBuffer());
+    const body = await response.buffer();
     const mediaType = (response.headers.get("content-type") ?? "")
       .split(";")[0]
       .trim();
@@ -733,7 +733,7 @@ export class RegistryClient {
   }
 
   /** Moves the session to the response's `Location`, resolved against the request URL (RFC 9110, section 10.2.2). */
-  #follow(session: UploadSession, response: Response, requestUrl: string) {
+  #follow(session: UploadSession, response: HttpResponse, requestUrl: string) {
     const location = response.headers.get("location");
     if (location) session.url = new URL(location, requestUrl).href;
     session.id =
@@ -743,7 +743,7 @@ export class RegistryClient {
   }
 
   /** Sends the whole blob in the PUT that closes the session. */
-  async #putWhole(session: UploadSession): Promise<Response> {
+  async #putWhole(session: UploadSession): Promise<HttpResponse> {
     const { blob } = session;
     const url = withDigest(session.url, blob.digest);
     let body: BlobStream | undefined;
@@ -781,7 +781,7 @@ export class RegistryClient {
     session: UploadSession,
     chunkSize: number,
     start: number,
-  ): Promise<Response> {
+  ): Promise<HttpResponse> {
     const { blob } = session;
     const scopes = pushScopes(session.repository);
     const reader = new BlobReader(blob);
@@ -876,7 +876,7 @@ export class RegistryClient {
   /** Returns the offset after the bytes that a PATCH response acknowledges. */
   #acknowledgedOffset(
     session: UploadSession,
-    response: Response,
+    response: HttpResponse,
     offset: number,
     last: number,
   ): number {
@@ -923,7 +923,7 @@ export class RegistryClient {
     return end === 0 ? 0 : end + 1;
   }
 
-  #checkStoredDigest(session: UploadSession, response: Response): void {
+  #checkStoredDigest(session: UploadSession, response: HttpResponse): void {
     const stored = response.headers.get("docker-content-digest");
     if (stored && stored !== session.blob.digest) {
       throw new PpaLoadError(
@@ -977,7 +977,7 @@ export class RegistryClient {
 
   /** Builds the error for a failed upload step, with the blob in the message. */
   async #uploadFailure(
-    response: Response,
+    response: HttpResponse,
     session: UploadSession,
     method: string,
     url: string,
@@ -1016,7 +1016,7 @@ export class RegistryClient {
   }
 
   async #expect(
-    response: Response,
+    response: HttpResponse,
     statuses: number[],
     method: string,
     path: string,
@@ -1060,7 +1060,7 @@ export class RegistryClient {
   }
 
   /** Sends a request, retrying 429, 500, 502, 503 and 504 a bounded number of times. */
-  async #request(path: string, options: RequestOptions): Promise<Response> {
+  async #request(path: string, options: RequestOptions): Promise<HttpResponse> {
     const url = /^https?:/.test(path) ? path : `${this.baseUrl}${path}`;
     const method = options.method ?? "GET";
     const maxAttempts = options.retry === false ? 1 : this.#retry.maxAttempts;
@@ -1095,7 +1095,7 @@ export class RegistryClient {
     url: string,
     method: string,
     options: RequestOptions,
-  ): Promise<Response> {
+  ): Promise<HttpResponse> {
     let response = await this.#send(url, method, options);
     // Credentials go only to the registry's own origin, never to another host
     // that a Location header names.
@@ -1152,7 +1152,7 @@ export class RegistryClient {
     url: string,
     method: string,
     options: RequestOptions,
-  ): Promise<Response> {
+  ): Promise<HttpResponse> {
     let target = new URL(url);
     let currentMethod = method;
     let current = options;
@@ -1205,13 +1205,13 @@ export class RegistryClient {
    * or endless body cannot hang the import or fill memory.
    */
   #guardBody(
-    response: Response,
+    response: HttpResponse,
     target: URL,
     method: string,
     options: RequestOptions,
     timer: NodeJS.Timeout,
     setOnIdle: (fail: () => void) => void,
-  ): Response {
+  ): HttpResponse {
     const source = response.body;
     if (!source) {
       clearTimeout(timer);
@@ -1246,7 +1246,7 @@ export class RegistryClient {
     source.on("error", (error) => guarded.destroy(error));
     guarded.on("close", () => clearTimeout(timer));
     (source as Readable).pipe(guarded);
-    return new Response(guarded, {
+    return new HttpResponse(guarded, {
       status: response.status,
       statusText: response.statusText,
       headers: response.headers,
@@ -1258,7 +1258,7 @@ export class RegistryClient {
     target: URL,
     method: string,
     options: RequestOptions,
-  ): Promise<Response> {
+  ): Promise<HttpResponse> {
     const url = target.href;
     // Resolving the agent first reports a bad proxy variable as it is.
     this.#transport.agentFor(target);
@@ -1272,8 +1272,8 @@ export class RegistryClient {
     }
     const stream =
       typeof options.body === "function" ? options.body() : undefined;
-    // An error of the body stream also reaches node-fetch; this listener
-    // keeps it from being reported as unhandled when the response came first.
+    // An error of the body stream also ends the request; this listener keeps
+    // it from being reported as unhandled when the response came first.
     stream?.on("error", () => undefined);
     // The idle timer restarts whenever the socket takes another piece of
     // the body, so a large upload on a slow link does not time out.
@@ -1309,18 +1309,18 @@ export class RegistryClient {
     const signal = options.signal
       ? AbortSignal.any([options.signal, idle.signal])
       : idle.signal;
-    const init: RequestInit = {
+    const init: HttpRequestInit = {
       method,
       headers,
       body,
-      // Redirects are followed by #send, which decides where credentials go.
-      redirect: "manual",
+      // httpRequest returns redirects; #send follows them and decides where
+      // credentials go.
       agent: (requested: URL) => this.#transport.agentFor(requested),
       signal,
     };
-    let response: Response;
+    let response: HttpResponse;
     try {
-      response = await fetch(url, init);
+      response = await httpRequest(url, init);
     } catch (error) {
       clearTimeout(timer);
       if (stream?.failure) throw stream.failure;
@@ -1343,13 +1343,11 @@ export class RegistryClient {
       // The registry responded before it read the whole body, so sending the
       // rest would be wasted. The response is read first, because stopping
       // the body ends the connection.
-      const answer = Buffer.from(
-        await response.arrayBuffer().catch(() => new ArrayBuffer(0)),
-      );
+      const answer = await response.buffer().catch(() => Buffer.alloc(0));
       clearTimeout(timer);
       stream.destroy();
       touch.destroy();
-      response = new Response(answer, {
+      response = new HttpResponse(answer, {
         status: response.status,
         statusText: response.statusText,
         headers: response.headers,

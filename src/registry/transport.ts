@@ -234,7 +234,7 @@ const agentOptions: http.AgentOptions = {
 
 /**
  * The connections of a registry client: an agent per scheme and proxy, with
- * the extra CA and the proxy settings applied. Pass `agentFor` to node-fetch.
+ * the extra CA and the proxy settings applied. Pass `agentFor` to httpRequest.
  */
 export class Transport {
   readonly #settings: ProxySettings;

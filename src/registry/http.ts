@@ -1,0 +1,211 @@
+/**
+ * HTTP requests of the registry, token and ChartMuseum clients, made with
+ * Node's own `http` and `https` modules. It offers the part of `fetch` those
+ * clients use: a status, headers and a streamed body, with redirects left to
+ * the caller.
+ */
+import http from "node:http";
+import https from "node:https";
+import { Readable } from "node:stream";
+
+export interface HttpRequestInit {
+  /** `GET` unless given. */
+  method?: string;
+  headers?: Record<string, string>;
+  /**
+   * Sent as it is. A stream goes out with chunked transfer encoding unless
+   * the headers give its `content-length`. Form parameters go out as
+   * `application/x-www-form-urlencoded`.
+   */
+  body?: Readable | Buffer | string | URLSearchParams;
+  /** The agent for the request's URL: its pooled connections, CA and proxy. */
+  agent?: http.Agent | ((url: URL) => http.Agent);
+  /** Aborts the request, and the response body if it is still being read. */
+  signal?: AbortSignal;
+}
+
+/** The headers of a response, looked up by name in any case. */
+export class HttpHeaders {
+  readonly #values = new Map<string, string>();
+
+  /**
+   * Takes name and value pairs. A name given twice keeps both values, joined
+   * with ", " as `fetch` does, so that two `WWW-Authenticate` challenges
+   * both reach the parser.
+   */
+  constructor(init?: HttpHeaders | Iterable<readonly [string, string]>) {
+    for (const [name, value] of init ?? []) this.append(name, value);
+  }
+
+  /** Builds the headers from Node's `rawHeaders` list of names and values. */
+  static fromRaw(raw: string[]): HttpHeaders {
+    const headers = new HttpHeaders();
+    for (let index = 0; index + 1 < raw.length; index += 2) {
+      headers.append(raw[index], raw[index + 1]);
+    }
+    return headers;
+  }
+
+  append(name: string, value: string): void {
+    const key = name.toLowerCase();
+    const previous = this.#values.get(key);
+    this.#values.set(
+      key,
+      previous === undefined ? value : `${previous}, ${value}`,
+    );
+  }
+
+  get(name: string): string | null {
+    return this.#values.get(name.toLowerCase()) ?? null;
+  }
+
+  has(name: string): boolean {
+    return this.#values.has(name.toLowerCase());
+  }
+
+  [Symbol.iterator](): IterableIterator<[string, string]> {
+    return this.#values.entries();
+  }
+}
+
+export interface HttpResponseInit {
+  status: number;
+  statusText?: string;
+  headers?: HttpHeaders;
+}
+
+/** A response whose body is read once, as a stream or whole. */
+export class HttpResponse {
+  readonly status: number;
+  readonly statusText: string;
+  readonly headers: HttpHeaders;
+  /** The body as it arrives; null once `buffer` or `text` took it. */
+  body: Readable | null;
+
+  constructor(body: Readable | Buffer | null, init: HttpResponseInit) {
+    this.status = init.status;
+    this.statusText = init.statusText ?? "";
+    this.headers = init.headers ?? new HttpHeaders();
+    this.body = Buffer.isBuffer(body)
+      ? Readable.from([body], { objectMode: false })
+      : body;
+  }
+
+  /** Whether the status is 2xx. */
+  get ok(): boolean {
+    return this.status >= 200 && this.status < 300;
+  }
+
+  /** Reads the whole body. */
+  async buffer(): Promise<Buffer> {
+    const body = this.body;
+    if (!body) throw new TypeError("the response body was already read");
+    this.body = null;
+    const parts: Buffer[] = [];
+    for await (const chunk of body) parts.push(chunk as Buffer);
+    return Buffer.concat(parts);
+  }
+
+  /** Reads the whole body as UTF-8 text. */
+  async text(): Promise<string> {
+    return (await this.buffer()).toString("utf8");
+  }
+}
+
+/** Methods that carry a body, and so get `content-length: 0` without one. */
+const methodsWithBody = new Set(["POST", "PUT", "PATCH"]);
+
+/**
+ * Sends one request and resolves with the response as soon as its headers
+ * arrive, even when the server responds before it has read the whole body.
+ * Network failures reject with Node's own error, whose `code` (such as
+ * `ECONNREFUSED` or `ECONNRESET`) tells them apart. Redirects are returned,
+ * not followed.
+ */
+export function httpRequest(
+  url: string | URL,
+  init: HttpRequestInit = {},
+): Promise<HttpResponse> {
+  const target = typeof url === "string" ? new URL(url) : url;
+  const method = (init.method ?? "GET").toUpperCase();
+  const signal = init.signal;
+  if (target.protocol !== "http:" && target.protocol !== "https:") {
+    return Promise.reject(
+      new TypeError(`cannot send a request to ${target.protocol} URLs`),
+    );
+  }
+  if (signal?.aborted) return Promise.reject(abortError(signal));
+
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(init.headers ?? {})) {
+    headers[name.toLowerCase()] = value;
+  }
+  headers["user-agent"] ??= "ppa-load";
+  headers.accept ??= "*/*";
+  let body = init.body;
+  if (body instanceof URLSearchParams) {
+    headers["content-type"] ??=
+      "application/x-www-form-urlencoded;charset=UTF-8";
+    body = body.toString();
+  }
+  if (typeof body === "string") body = Buffer.from(body);
+  if (Buffer.isBuffer(body)) {
+    headers["content-length"] ??= String(body.length);
+  } else if (body === undefined && methodsWithBody.has(method)) {
+    headers["content-length"] ??= "0";
+  }
+  const agent =
+    typeof init.agent === "function" ? init.agent(target) : init.agent;
+  const client = target.protocol === "https:" ? https : http;
+
+  return new Promise<HttpResponse>((resolve, reject) => {
+    const request = client.request(target, { method, headers, agent });
+    let message: http.IncomingMessage | undefined;
+    const onAbort = () => {
+      const error = abortError(signal!);
+      request.destroy(error);
+      message?.destroy(error);
+    };
+    const stopListening = () => signal?.removeEventListener("abort", onAbort);
+    signal?.addEventListener("abort", onAbort, { once: true });
+
+    request.on("response", (incoming) => {
+      message = incoming;
+      incoming.on("close", stopListening);
+      resolve(
+        new HttpResponse(incoming, {
+          status: incoming.statusCode ?? 0,
+          statusText: incoming.statusMessage,
+          headers: HttpHeaders.fromRaw(incoming.rawHeaders),
+        }),
+      );
+    });
+    // Before the response this rejects. After it, the body stream carries the
+    // failure to its reader.
+    request.on("error", (error) => {
+      if (!message) {
+        stopListening();
+        reject(error);
+      }
+    });
+
+    if (body instanceof Readable) {
+      const source = body;
+      source.on("error", (error) => request.destroy(error));
+      request.on("close", () => {
+        if (!source.readableEnded) source.unpipe(request);
+      });
+      source.pipe(request);
+    } else {
+      request.end(body);
+    }
+  });
+}
+
+/** Creates the error that a request aborted by its signal rejects with. */
+function abortError(signal: AbortSignal): Error {
+  return Object.assign(new Error("the request was aborted"), {
+    name: "AbortError",
+    cause: signal.reason,
+  });
+}

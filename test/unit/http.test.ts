@@ -1,0 +1,189 @@
+import {
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+  createServer,
+} from "node:http";
+import type { AddressInfo } from "node:net";
+import { Readable } from "node:stream";
+import { afterEach, describe, expect, it } from "vitest";
+
+import { HttpHeaders, httpRequest } from "../../src/registry/http.js";
+
+interface Received {
+  method: string;
+  url: string;
+  headers: IncomingMessage["headers"];
+  body: Buffer;
+}
+
+const servers: Server[] = [];
+
+afterEach(async () => {
+  await Promise.all(
+    servers.splice(0).map(
+      (server) =>
+        new Promise<void>((resolve) => {
+          server.closeAllConnections();
+          server.close(() => resolve());
+        }),
+    ),
+  );
+});
+
+/** Starts a server on 127.0.0.1 that records each request's body, then runs `reply`. */
+async function serve(
+  reply: (response: ServerResponse, received: Received) => void,
+): Promise<{ url: string; received: Received[] }> {
+  const received: Received[] = [];
+  const server = createServer((request, response) => {
+    const parts: Buffer[] = [];
+    request.on("data", (chunk: Buffer) => parts.push(chunk));
+    request.on("end", () => {
+      const entry = {
+        method: request.method ?? "",
+        url: request.url ?? "",
+        headers: request.headers,
+        body: Buffer.concat(parts),
+      };
+      received.push(entry);
+      reply(response, entry);
+    });
+  });
+  servers.push(server);
+  await new Promise<void>((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve()),
+  );
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}`, received };
+}
+
+describe("httpRequest", () => {
+  it("returns status, headers and body", async () => {
+    const { url } = await serve((response) => {
+      response.writeHead(201, "Made", { "Docker-Content-Digest": "sha256:1" });
+      response.end("done");
+    });
+
+    const response = await httpRequest(`${url}/v2/`);
+
+    expect(response.status).toBe(201);
+    expect(response.statusText).toBe("Made");
+    expect(response.ok).toBe(true);
+    expect(response.headers.get("docker-content-digest")).toBe("sha256:1");
+    expect(await response.text()).toBe("done");
+  });
+
+  it("joins a repeated header with commas", async () => {
+    const { url } = await serve((response) => {
+      response.setHeader("WWW-Authenticate", [
+        'Bearer realm="https://a/token"',
+        'Basic realm="b"',
+      ]);
+      response.writeHead(401);
+      response.end();
+    });
+
+    const response = await httpRequest(url);
+
+    expect(response.headers.get("www-authenticate")).toBe(
+      'Bearer realm="https://a/token", Basic realm="b"',
+    );
+  });
+
+  it("sends a buffer with its length", async () => {
+    const { url, received } = await serve((response) => response.end());
+
+    await httpRequest(url, { method: "PATCH", body: Buffer.from("abc") });
+
+    expect(received[0].headers["content-length"]).toBe("3");
+    expect(received[0].body.toString()).toBe("abc");
+  });
+
+  it("sends content-length 0 for a PUT without body", async () => {
+    const { url, received } = await serve((response) => response.end());
+
+    await httpRequest(url, { method: "PUT" });
+
+    expect(received[0].method).toBe("PUT");
+    expect(received[0].headers["content-length"]).toBe("0");
+  });
+
+  it("streams a body in chunked encoding", async () => {
+    const { url, received } = await serve((response) => response.end());
+
+    await httpRequest(url, {
+      method: "PUT",
+      body: Readable.from([Buffer.from("ab"), Buffer.from("cd")]),
+    });
+
+    expect(received[0].headers["transfer-encoding"]).toBe("chunked");
+    expect(received[0].body.toString()).toBe("abcd");
+  });
+
+  it("sends form parameters url-encoded", async () => {
+    const { url, received } = await serve((response) => response.end());
+
+    await httpRequest(url, {
+      method: "POST",
+      body: new URLSearchParams({ scope: "repository:a/b:pull" }),
+    });
+
+    expect(received[0].headers["content-type"]).toBe(
+      "application/x-www-form-urlencoded;charset=UTF-8",
+    );
+    expect(received[0].body.toString()).toBe("scope=repository%3Aa%2Fb%3Apull");
+  });
+
+  it("returns a redirect without following it", async () => {
+    const { url, received } = await serve((response) => {
+      response.writeHead(307, { location: "/elsewhere" });
+      response.end();
+    });
+
+    const response = await httpRequest(url);
+
+    expect(response.status).toBe(307);
+    expect(response.headers.get("location")).toBe("/elsewhere");
+    expect(received).toHaveLength(1);
+  });
+
+  it("rejects with the system error code", async () => {
+    const { url } = await serve((response) => response.end());
+    const port = new URL(url).port;
+    await new Promise<void>((resolve) => servers.pop()!.close(() => resolve()));
+
+    await expect(
+      httpRequest(`http://127.0.0.1:${port}/`),
+    ).rejects.toMatchObject({ code: "ECONNREFUSED" });
+  });
+
+  it("fails the body when aborted after the headers", async () => {
+    const { url } = await serve((response) => {
+      response.writeHead(200);
+      response.write("partial");
+    });
+    const controller = new AbortController();
+
+    const response = await httpRequest(url, { signal: controller.signal });
+    controller.abort();
+
+    await expect(response.text()).rejects.toMatchObject({ name: "AbortError" });
+  });
+
+  it("rejects a URL that is not http or https", async () => {
+    await expect(httpRequest("file:///etc/passwd")).rejects.toThrow(
+      "cannot send a request to file: URLs",
+    );
+  });
+});
+
+describe("HttpHeaders", () => {
+  it("looks names up in any case", () => {
+    const headers = new HttpHeaders([["Content-Type", "text/plain"]]);
+
+    expect(headers.get("content-type")).toBe("text/plain");
+    expect(headers.has("CONTENT-TYPE")).toBe(true);
+    expect(headers.get("location")).toBeNull();
+  });
+});
