@@ -538,7 +538,8 @@ describe("RegistryClient.uploadBlob in chunks", () => {
     );
     expect(registry.of("GET", "/blobs/uploads/")).toHaveLength(1);
     expect(registry.blobs.get(`ns/app@${blob.digest}`)).toEqual(blob.bytes);
-    expect(blob.opens).toBe(1);
+    // Going back to byte 3500 reads the blob again from its first byte.
+    expect(blob.opens).toBe(2);
   });
 
   it("reopens the blob after lost bytes", async () => {
@@ -921,7 +922,7 @@ describe("RegistryClient.uploadBlob authentication", () => {
       .filter((r) => r.body.length > 0)
       .map((r) => r.headers["content-range"]);
     expect(ranges).toEqual(["0-999", "1000-1999", "1000-1999", "2000-2999"]);
-    expect(blob.opens).toBe(1);
+    expect(blob.opens).toBe(2);
     expect(registry.blobs.get(`ns/app@${blob.digest}`)).toEqual(blob.bytes);
   });
 
