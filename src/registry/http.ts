@@ -142,6 +142,9 @@ export function httpRequest(
   }
   headers["user-agent"] ??= "ppa-load";
   headers.accept ??= "*/*";
+  // Without this header a server may compress the response in any coding,
+  // and this client decodes none.
+  headers["accept-encoding"] ??= "identity";
   let body = init.body;
   if (body instanceof URLSearchParams) {
     headers["content-type"] ??=

@@ -91,6 +91,14 @@ describe("httpRequest", () => {
     );
   });
 
+  it("asks for an uncompressed response", async () => {
+    const { url, received } = await serve((response) => response.end());
+
+    await httpRequest(url);
+
+    expect(received[0].headers["accept-encoding"]).toBe("identity");
+  });
+
   it("sends a buffer with its length", async () => {
     const { url, received } = await serve((response) => response.end());
 
