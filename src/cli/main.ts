@@ -507,7 +507,7 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
     )
     .option(
       "--chunk-size <size>",
-      "upload blobs in chunks of this size, e.g. 16MiB, to pass a proxy's request size limit; 0 sends each blob in one request (default: 8MiB chunks for blobs of 128MiB or more, which a later run can resume); each upload holds one chunk in memory",
+      "upload blobs in chunks of this size, e.g. 16MiB, to pass a proxy's request size limit; 0 sends each blob in one request (default: 8MiB chunks for blobs of 128MiB or more, which a later run can resume)",
       parseByteSize,
     )
     .option(
