@@ -602,28 +602,36 @@ async function importWithSession(
       return result;
     }
 
-    emit({
-      type: "phase",
-      phase: "charts",
-      message: `writing ${countOf(plan.charts.length, "chart")} to ${stager.chartsDir}`,
-    });
-    const fail = (failure: Failure) => reportFailure(result, emit, failure);
-    try {
-      const written = await stager.commit(plan.charts);
-      const charts = await publishCharts(
-        written,
-        plan,
-        {
-          ...(await chartOptions(options, client, credentials)),
-          published: new Set(
-            [...result.published, ...result.lists].map((item) => item.target),
-          ),
-        },
-        { emit, warn, fail },
+    if (result.failures.length > 0 && plan.charts.length > 0) {
+      // A chart written now would point at images that are not in the
+      // registry, and could replace a good one from an earlier run.
+      warn(
+        `${countOf(plan.charts.length, "chart")} not written, because ${countOf(result.failures.length, "image or list", "images or lists")} of this run failed; the files in ${stager.chartsDir} were left as they were. Run the import again once the failures are fixed`,
       );
-      result.charts.push(...charts);
-    } catch (error) {
-      fail(failureOf("charts", error));
+    } else {
+      emit({
+        type: "phase",
+        phase: "charts",
+        message: `writing ${countOf(plan.charts.length, "chart")} to ${stager.chartsDir}`,
+      });
+      const fail = (failure: Failure) => reportFailure(result, emit, failure);
+      try {
+        const written = await stager.commit(plan.charts);
+        const charts = await publishCharts(
+          written,
+          plan,
+          {
+            ...(await chartOptions(options, client, credentials)),
+            published: new Set(
+              [...result.published, ...result.lists].map((item) => item.target),
+            ),
+          },
+          { emit, warn, fail },
+        );
+        result.charts.push(...charts);
+      } catch (error) {
+        fail(failureOf("charts", error));
+      }
     }
   } finally {
     await publisher.settle();

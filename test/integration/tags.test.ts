@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ImportOptions, importArchive } from "../../src/index.js";
 import {
   dockerSaveTarball,
+  helmChart,
   ppaArchive,
   type ImageSpec,
 } from "../../testdata/generate.js";
@@ -23,6 +24,10 @@ const manifestYaml = `images:
         platform:
           os: linux
           architecture: amd64
+charts:
+  - archive: charts/app-1.0.0.tgz
+    repository-keys:
+      - image.repository
 `;
 
 /** A one-image archive whose layer contains `release`, so two releases differ. */
@@ -31,9 +36,15 @@ function archiveOf(release: string): Buffer {
     repoTags: ["example/app-amd64:1.0"],
     layers: [{ files: { "opt/app/release": `${release}\n` } }],
   };
+  const chart = helmChart({
+    name: "app",
+    version: "1.0.0",
+    values: "image:\n  repository: example/app\n",
+  });
   return ppaArchive({
     manifestYaml,
     images: [{ path: "images/app.tar", body: dockerSaveTarball([image]) }],
+    charts: [{ path: "charts/app-1.0.0.tgz", body: chart }],
   });
 }
 
@@ -111,6 +122,25 @@ describe.skipIf(!env).each([
     expect(tag?.digest).toBe(before.published[0].digest);
     const list = await reader.manifest(`${namespace}/example/app`, "1.0");
     expect(list?.digest).toBe(before.lists[0].digest);
+  });
+
+  it("keeps the charts of an earlier run when images fail", async () => {
+    const namespace = uniqueNamespace("tags");
+    const before = await importArchive(options(first, namespace));
+    const chartPath = before.charts[0].path;
+    const written = await readFile(chartPath);
+
+    const refused = await importArchive({
+      ...options(second, namespace),
+      noOverwrite: true,
+    });
+
+    expect(before.charts[0].changes).toHaveLength(1);
+    expect(refused.charts).toEqual([]);
+    expect(refused.warnings).toContainEqual(
+      expect.stringContaining("1 chart not written"),
+    );
+    expect(await readFile(chartPath)).toEqual(written);
   });
 
   it("lets noOverwrite repeat a run", async () => {
