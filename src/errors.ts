@@ -21,6 +21,8 @@ export const ExitCode = {
   failure: 1,
   usage: 2,
   partial: 3,
+  /** SIGINT or SIGTERM stopped the run: 128 + 2, as shells report SIGINT. */
+  interrupted: 130,
 } as const;
 
 export interface PpaLoadErrorOptions {
@@ -52,6 +54,20 @@ export class PpaLoadError extends Error {
   get exitCode(): number {
     return this.code === "USAGE" ? ExitCode.usage : ExitCode.failure;
   }
+}
+
+/**
+ * Returns the error for work stopped by `signal`: its reason when that is an
+ * `ABORTED` error, such as one naming the signal that stopped the run.
+ */
+export function cancelledError(
+  signal: AbortSignal | undefined,
+  cause?: unknown,
+): PpaLoadError {
+  const reason: unknown = signal?.reason;
+  if (reason instanceof PpaLoadError && reason.code === "ABORTED")
+    return reason;
+  return new PpaLoadError("ABORTED", "the import was cancelled", { cause });
 }
 
 /** Returns the message of any thrown value. */

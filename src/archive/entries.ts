@@ -5,7 +5,7 @@ import { Parser, type ReadEntry } from "tar";
 
 import { LineBreakSample, lineBreakHint, tarBytes } from "./decompress.js";
 
-import { PpaLoadError, errorMessage } from "../errors.js";
+import { PpaLoadError, cancelledError, errorMessage } from "../errors.js";
 
 export type EntryKind =
   "manifest.yaml" | "manifest.json" | "image" | "chart" | "other";
@@ -118,7 +118,7 @@ export async function* readArchiveEntries(
   source.on("error", (error) => fail(readFailure(file, error)));
   const onAbort = () => {
     source.destroy();
-    fail(new PpaLoadError("ABORTED", "the import was cancelled"));
+    fail(cancelledError(options.signal));
   };
   options.signal?.addEventListener("abort", onAbort, { once: true });
   let bytesRead = 0;

@@ -3,7 +3,7 @@ import { posix } from "node:path";
 
 import type { ImportEvent } from "../events.js";
 import { ChartStager, isSafeChartFileName } from "../charts/stage.js";
-import { PpaLoadError, errorMessage } from "../errors.js";
+import { PpaLoadError, cancelledError, errorMessage } from "../errors.js";
 import {
   type ParsedManifest,
   mergeManifests,
@@ -182,9 +182,7 @@ async function readTarball(
     // A cancel cuts the archive stream, which the tarball would otherwise
     // report as cut short.
     if (handlers.signal?.aborted) {
-      throw new PpaLoadError("ABORTED", "the import was cancelled", {
-        cause: error,
-      });
+      throw cancelledError(handlers.signal, error);
     }
     // The inspector's diagnosis is more precise than the engine's, when it has one.
     let diagnosis: PpaLoadError | undefined;

@@ -29,6 +29,7 @@ export interface InspectFlags {
 export async function runInspect(
   flags: InspectFlags,
   io: CliIO,
+  signal?: AbortSignal,
 ): Promise<number> {
   try {
     const result = await inspectArchive({
@@ -36,6 +37,7 @@ export async function runInspect(
       namespace: flags.namespace,
       registry: flags.registry,
       mapPlusInTags: flags.mapPlusInTags,
+      signal,
     });
     io.stdout.write(
       flags.json
@@ -45,6 +47,7 @@ export async function runInspect(
     return result.importable ? ExitCode.success : ExitCode.failure;
   } catch (error) {
     io.stderr.write(`${printable(formatError(error))}\n`);
+    if (signal?.aborted) return ExitCode.interrupted;
     return error instanceof PpaLoadError ? error.exitCode : ExitCode.failure;
   }
 }

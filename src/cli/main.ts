@@ -146,9 +146,6 @@ async function readCaCert(path: string): Promise<Buffer> {
   }
 }
 
-/** Exit code after SIGINT or SIGTERM, as shells report a process killed by SIGINT. */
-const interruptedExitCode = 130;
-
 /**
  * Turns the first SIGINT or SIGTERM into a cancellation, so that uploads
  * stop, temporary files are removed and the summary is printed. A second
@@ -166,7 +163,7 @@ function cancelOnSignals(
       stderr.write(
         `${signal} again: quitting at once${removed > 0 ? `, after removing ${countOf(removed, "temporary folder")}` : ""}; run the same command again to finish the import\n`,
       );
-      process.exit(interruptedExitCode);
+      process.exit(ExitCode.interrupted);
     }
     stderr.write(
       `\n${signal}: stopping after the requests in flight; send it again to quit at once\n`,
@@ -185,7 +182,7 @@ function cancelOnSignals(
 
 /** Returns the exit code of one archive's import. */
 function exitCodeOf(result: ImportResult, aborted: boolean): number {
-  if (aborted) return interruptedExitCode;
+  if (aborted) return ExitCode.interrupted;
   if (result.failures.length === 0) return ExitCode.success;
   const published =
     result.published.length + result.lists.length + result.charts.length;
@@ -198,7 +195,7 @@ function exitCodeOf(result: ImportResult, aborted: boolean): number {
  * none published anything, partial between.
  */
 export function combinedExitCode(codes: number[]): number {
-  if (codes.includes(interruptedExitCode)) return interruptedExitCode;
+  if (codes.includes(ExitCode.interrupted)) return ExitCode.interrupted;
   if (codes.every((code) => code === ExitCode.success)) return ExitCode.success;
   if (codes.every((code) => code === ExitCode.usage)) return ExitCode.usage;
   if (
@@ -338,7 +335,7 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
         }
       } catch (error) {
         exitCode = controller.signal.aborted
-          ? interruptedExitCode
+          ? ExitCode.interrupted
           : error instanceof PpaLoadError
             ? error.exitCode
             : ExitCode.failure;
@@ -609,7 +606,31 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
       "--json",
       "print one JSON object (docs/schema/inspect.schema.json) instead of text",
     )
-    .action(async (flags) => setExit(await runInspect(flags, io)));
+    .action(async (flags) => {
+      // The first signal stops the reading, which removes the temporary
+      // folder; a second one ends the process as usual.
+      const controller = new AbortController();
+      const onSignal = (signal: NodeJS.Signals) => {
+        removeHandlers();
+        controller.abort(
+          new PpaLoadError(
+            "ABORTED",
+            `the inspection was stopped by ${signal}`,
+          ),
+        );
+      };
+      const removeHandlers = () => {
+        process.off("SIGINT", onSignal);
+        process.off("SIGTERM", onSignal);
+      };
+      process.on("SIGINT", onSignal);
+      process.on("SIGTERM", onSignal);
+      try {
+        setExit(await runInspect(flags, io, controller.signal));
+      } finally {
+        removeHandlers();
+      }
+    });
 
   return program;
 }

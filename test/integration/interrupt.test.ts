@@ -190,3 +190,37 @@ function killAfter(
     });
   });
 }
+
+describe("interrupted inspect", () => {
+  it("removes its temporary folder on SIGINT", async () => {
+    const folder = await mkdtemp(join(tmpdir(), "ppa-load-interrupt-"));
+    const archive = await largeArchive(folder);
+    // A private TMPDIR shows the inspect's temporary folder, and nothing else.
+    const temp = join(folder, "tmp");
+    await mkdir(temp);
+
+    const child = spawn(
+      process.execPath,
+      [join(repoRoot, "bin/ppa-load.js"), "inspect", "--archive", archive],
+      {
+        cwd: folder,
+        env: { ...process.env, TMPDIR: temp },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    let stderr = "";
+    child.stderr.on("data", (chunk) => (stderr += chunk));
+    const closed = new Promise<number | null>((resolve) =>
+      child.on("close", (code) => resolve(code)),
+    );
+    while ((await readdir(temp)).length === 0 && child.exitCode === null) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    child.kill("SIGINT");
+    const code = await closed;
+
+    expect(code, stderr).toBe(130);
+    expect(stderr).toContain("stopped by SIGINT");
+    expect(await readdir(temp)).toEqual([]);
+  }, 60_000);
+});
