@@ -1,4 +1,4 @@
-import { readdir, rmdir, stat } from "node:fs/promises";
+import { access, constants, readdir, rmdir, stat } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -316,6 +316,33 @@ async function checkOutputDir(folder: string): Promise<boolean> {
   return found !== undefined;
 }
 
+/**
+ * Fails when the folder for temporary layer files is missing, not a folder
+ * or not writable, before anything is read.
+ */
+async function checkTempDir(folder: string, given: boolean): Promise<void> {
+  const found = await stat(folder).catch(() => undefined);
+  let problem: string | undefined;
+  if (!found) problem = "does not exist";
+  else if (!found.isDirectory()) problem = "is a file, not a folder";
+  else {
+    const writable = await access(folder, constants.W_OK | constants.X_OK)
+      .then(() => true)
+      .catch(() => false);
+    if (!writable) problem = "is not writable";
+  }
+  if (problem === undefined) return;
+  throw new PpaLoadError(
+    "USAGE",
+    `the folder for temporary files ${folder} ${problem}`,
+    {
+      hint: given
+        ? "give --temp-dir an existing folder that you can write to, with room for about three times the largest layer"
+        : "set TMPDIR, or give --temp-dir, to an existing folder that you can write to",
+    },
+  );
+}
+
 /** Removes a folder that this import made and left empty. */
 async function removeIfEmpty(folder: string): Promise<void> {
   const names = await readdir(folder).catch(() => undefined);
@@ -486,6 +513,8 @@ async function importWithSession(
     });
   }
   const outputExisted = await checkOutputDir(outputDir);
+  const tempDir = options.tempDir ?? tmpdir();
+  await checkTempDir(tempDir, options.tempDir !== undefined);
   // A registry is checked before the archive is read. An OCI layout is made
   // at its first write, so a failed import leaves no empty layout behind.
   if (target.isRemote) await target.check();
@@ -496,7 +525,7 @@ async function importWithSession(
 
   const stager = new ChartStager(outputDir);
   const layers = new LayerStore({
-    tempDir: options.tempDir ?? tmpdir(),
+    tempDir,
     compression: options.compression ?? "gzip",
     level: options.compressionLevel,
   });

@@ -1,6 +1,9 @@
+import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 
-import { importArchive } from "../../src/index.js";
+import { type PpaLoadError, importArchive } from "../../src/index.js";
 import {
   ibmCloudNamespaceProblem,
   isIbmCloudRegistry,
@@ -75,5 +78,27 @@ describe("importArchive option checks", () => {
       /token .* or a user and password, not both/,
     );
     expect((error as Error).message).not.toContain("token-abc");
+  });
+
+  it("rejects a missing temporary folder before reading", async () => {
+    const folder = await mkdtemp(join(tmpdir(), "ppa-load-options-"));
+    try {
+      const error = await importArchive({
+        archive: "/nonexistent/archive.tgz",
+        namespace: "team",
+        registry: `oci:${join(folder, "layout")}`,
+        outputDir: join(folder, "out"),
+        tempDir: join(folder, "missing"),
+      }).catch((caught: unknown) => caught);
+
+      expect(error).toMatchObject({ code: "USAGE" });
+      expect((error as Error).message).toBe(
+        `the folder for temporary files ${join(folder, "missing")} does not exist`,
+      );
+      expect((error as PpaLoadError).hint).toMatch(/--temp-dir/);
+      expect(await readdir(folder)).toEqual([]);
+    } finally {
+      await rm(folder, { recursive: true, force: true });
+    }
   });
 });
