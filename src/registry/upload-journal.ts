@@ -58,8 +58,14 @@ export class UploadJournal {
       // A missing output folder, or a file in its place, is reported by the
       // import's own check of the folder.
       const code = (error as NodeJS.ErrnoException).code;
-      if (code !== "ENOENT" && code !== "ENOTDIR") {
-        onInvalid?.(`cannot read ${file}: ${(error as Error).message}`);
+      if (code === "EISDIR") {
+        onInvalid?.(
+          `${file} is a folder, so chunked uploads cannot be resumed by a later run; remove or rename that folder`,
+        );
+      } else if (code !== "ENOENT" && code !== "ENOTDIR") {
+        onInvalid?.(
+          `cannot read ${file}, so chunked uploads start from the first byte: ${(error as Error).message}`,
+        );
       }
       return journal;
     }

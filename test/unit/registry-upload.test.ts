@@ -1,6 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import * as http from "node:http";
 import * as https from "node:https";
 import * as net from "node:net";
@@ -987,6 +987,21 @@ describe("RegistryClient.uploadBlob resumes", () => {
     await expect(upload).rejects.toThrow(/cancelled/);
     registry.intercept = undefined;
   }
+
+  it("names a journal path that is a folder", async () => {
+    const file = join(folder, "folder.json");
+    await mkdir(file);
+    const warnings: string[] = [];
+
+    const journal = await UploadJournal.open(file, (message) =>
+      warnings.push(message),
+    );
+
+    expect(journal.entries()).toEqual([]);
+    expect(warnings).toEqual([
+      `${file} is a folder, so chunked uploads cannot be resumed by a later run; remove or rename that folder`,
+    ]);
+  });
 
   it("keeps the session of a cancelled upload", async () => {
     const registry = await startRegistry();
