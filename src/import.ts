@@ -313,6 +313,17 @@ async function checkOutputDir(folder: string): Promise<boolean> {
       { hint: "give --output-dir a folder, or a path that does not exist yet" },
     );
   }
+  const charts = join(folder, "charts");
+  const chartsFound = await stat(charts).catch(() => undefined);
+  if (chartsFound && !chartsFound.isDirectory()) {
+    throw new PpaLoadError(
+      "USAGE",
+      `${charts} is a file, but the charts are written into a folder of that name`,
+      {
+        hint: "move or remove that file, or give --output-dir another folder",
+      },
+    );
+  }
   return found !== undefined;
 }
 

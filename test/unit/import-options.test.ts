@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -97,6 +97,29 @@ describe("importArchive option checks", () => {
       );
       expect((error as PpaLoadError).hint).toMatch(/--temp-dir/);
       expect(await readdir(folder)).toEqual([]);
+    } finally {
+      await rm(folder, { recursive: true, force: true });
+    }
+  });
+
+  it("rejects a file where the charts folder goes", async () => {
+    const folder = await mkdtemp(join(tmpdir(), "ppa-load-options-"));
+    try {
+      const outputDir = join(folder, "out");
+      await mkdir(outputDir);
+      await writeFile(join(outputDir, "charts"), "");
+
+      const error = await importArchive({
+        archive: "/nonexistent/archive.tgz",
+        namespace: "team",
+        registry: `oci:${join(folder, "layout")}`,
+        outputDir,
+      }).catch((caught: unknown) => caught);
+
+      expect(error).toMatchObject({ code: "USAGE" });
+      expect((error as Error).message).toBe(
+        `${join(outputDir, "charts")} is a file, but the charts are written into a folder of that name`,
+      );
     } finally {
       await rm(folder, { recursive: true, force: true });
     }
