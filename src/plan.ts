@@ -448,7 +448,7 @@ function reportMissingChart(
   const problem = chartFileNameProblem(
     skipped ? posix.basename(skipped) : spec.fileName,
   );
-  const rename = `Rename the chart file to a name of ASCII letters, digits, ".", "_", "+" and "-" that starts with a letter or digit and ends in .tgz or .tar.gz, in the archive and in the manifest.`;
+  const rename = `Rename the chart file to a name of at most 255 ASCII letters, digits, ".", "_", "+" and "-" that starts with a letter or digit and ends in .tgz or .tar.gz, in the archive and in the manifest.`;
   if (skipped && problem) {
     plan.errors.push(
       `${named}. The archive contains ${skipped}, but it was skipped because its file name ${problem}. ${rename}`,

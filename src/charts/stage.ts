@@ -8,12 +8,16 @@ import type { ArchiveEntry } from "../archive/entries.js";
 import { PpaLoadError } from "../errors.js";
 import type { PlannedChart } from "../plan.js";
 
+/** Longest file name, in bytes, of ext4, APFS and NTFS (there in UTF-16 units). */
+const maxFileNameLength = 255;
+
 /**
  * Returns why this tool does not write a chart of this file name, as a
  * clause that follows "the file name", or undefined when it does write it.
  * A name it writes has no folders, starts with an ASCII letter or digit,
  * contains only ASCII letters, digits, ".", "_", "+" and "-", has no "..",
- * and ends in .tgz or .tar.gz.
+ * ends in .tgz or .tar.gz, and has at most 255 characters, the most that
+ * Linux, macOS and Windows file systems take.
  */
 export function chartFileNameProblem(name: string): string | undefined {
   if (name.includes("/") || name.includes("\\")) {
@@ -30,6 +34,9 @@ export function chartFileNameProblem(name: string): string | undefined {
   }
   if (name.includes("..")) return 'contains ".."';
   if (!/\.(tgz|tar\.gz)$/.test(name)) return "does not end in .tgz or .tar.gz";
+  if (name.length > maxFileNameLength) {
+    return `has ${name.length} characters, more than the ${maxFileNameLength} that file systems take`;
+  }
   return undefined;
 }
 

@@ -126,6 +126,13 @@ export function joinRepeatedImageBlocks(text: string): string {
 export const MAX_MANIFEST_VALUES = 1_000_000;
 
 /**
+ * The deepest nesting of lists and mappings a manifest may have. A PPA
+ * manifest nests about five levels (images, references, platform), and far
+ * deeper input would overflow the stack of the checks that walk it.
+ */
+export const MAX_MANIFEST_DEPTH = 100;
+
+/**
  * Returns a copy with every mapping key trimmed: `repository :` is
  * `repository`. js-yaml 4 loads each alias as the same object as its anchor,
  * so each object is copied once and the copy keeps that sharing. Throws when
@@ -138,9 +145,18 @@ function trimKeys(file: ManifestFile, document: unknown): unknown {
   /** The expanded number of values of each copied object, capped just above the maximum. */
   const sizes = new Map<object, number>();
 
-  const visit = (value: unknown): { copy: unknown; size: number } => {
+  const visit = (
+    value: unknown,
+    depth = 0,
+  ): { copy: unknown; size: number } => {
     if (value === null || typeof value !== "object") {
       return { copy: value, size: 1 };
+    }
+    if (depth >= MAX_MANIFEST_DEPTH) {
+      invalid(
+        file,
+        `nests lists and mappings more than ${MAX_MANIFEST_DEPTH} levels deep, and a PPA manifest has about five. Check that this is the archive's manifest and that it was not damaged.`,
+      );
     }
     if (copies.has(value)) {
       const size = sizes.get(value);
@@ -159,7 +175,7 @@ function trimKeys(file: ManifestFile, document: unknown): unknown {
       const items: unknown[] = [];
       copies.set(value, items);
       for (const item of value) {
-        const child = visit(item);
+        const child = visit(item, depth + 1);
         items.push(child.copy);
         size = Math.min(size + child.size, MAX_MANIFEST_VALUES + 1);
       }
@@ -168,7 +184,7 @@ function trimKeys(file: ManifestFile, document: unknown): unknown {
       const out: Json = {};
       copies.set(value, out);
       for (const [key, item] of Object.entries(value as Json)) {
-        const child = visit(item);
+        const child = visit(item, depth + 1);
         out[key.trim()] = child.copy;
         size = Math.min(size + child.size, MAX_MANIFEST_VALUES + 1);
       }

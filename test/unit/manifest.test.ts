@@ -545,6 +545,17 @@ describe("parseManifestYaml with aliases", () => {
     expect(error.message).toContain("expands to too many entries");
   });
 
+  it("rejects nesting far deeper than a manifest's", () => {
+    const nested = "[".repeat(20_000) + "1" + "]".repeat(20_000);
+
+    const error = thrown(() => parseManifestJson(`{"images": ${nested}}`));
+
+    expect(error.code).toBe("MANIFEST_INVALID");
+    expect(error.message).toMatch(
+      /^manifest\.json: nests lists and mappings more than 100 levels deep/,
+    );
+  });
+
   it("accepts aliases below the limit", () => {
     const parsed = parseManifestYaml(`${aliasBomb(3)}
   references:
