@@ -735,7 +735,24 @@ export class RegistryClient {
   /** Moves the session to the response's `Location`, resolved against the request URL (RFC 9110, section 10.2.2). */
   #follow(session: UploadSession, response: HttpResponse, requestUrl: string) {
     const location = response.headers.get("location");
-    if (location) session.url = new URL(location, requestUrl).href;
+    if (location) {
+      let next: URL | undefined;
+      try {
+        next = new URL(location, requestUrl);
+      } catch {
+        next = undefined;
+      }
+      if (next?.protocol !== "http:" && next?.protocol !== "https:") {
+        throw new PpaLoadError(
+          "REGISTRY",
+          `${this.registry} gave the upload of blob ${session.blob.digest} in ${session.repository} a Location that is not an http or https URL: ${JSON.stringify(location.slice(0, 200))}`,
+          {
+            hint: "the registry or a proxy in front of it breaks the distribution API; check the --registry address and the registry's http.host setting",
+          },
+        );
+      }
+      session.url = next.href;
+    }
     session.id =
       response.headers.get("docker-upload-uuid") ??
       response.headers.get("blob-upload-session-id") ??
@@ -1584,6 +1601,10 @@ class BlobReader {
   #open(): void {
     this.#stream?.destroy();
     this.#stream = new BlobStream(this.#blob);
+    // A check can fail before the first read starts the iterator, whose
+    // listener would otherwise be missing. The iterator and `failure` still
+    // report the error.
+    this.#stream.on("error", () => undefined);
     this.#chunks = this.#stream[Symbol.asyncIterator]();
     this.#pending = Buffer.alloc(0);
     this.#position = 0;

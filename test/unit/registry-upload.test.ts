@@ -513,6 +513,25 @@ describe("RegistryClient.uploadBlob in chunks", () => {
     expect(registry.blobs.get(`ns/app@${blob.digest}`)).toEqual(blob.bytes);
   });
 
+  it("rejects an upload Location that is not http", async () => {
+    const registry = await startRegistry();
+    const blob = testBlob(randomBytes(1000));
+    registry.intercept = (request) =>
+      request.method === "POST"
+        ? { status: 202, headers: { location: "file:///etc/passwd" } }
+        : undefined;
+
+    const error = await clientFor(registry)
+      .uploadBlob("ns/app", blob)
+      .catch((caught: unknown) => caught);
+
+    expect(error).toBeInstanceOf(PpaLoadError);
+    expect((error as PpaLoadError).message).toContain(
+      'a Location that is not an http or https URL: "file:///etc/passwd"',
+    );
+    expect(registry.of("PUT")).toHaveLength(0);
+  });
+
   it("resumes after 416 from GET Range", async () => {
     const registry = await startRegistry();
     const blob = testBlob(randomBytes(10_000));
