@@ -347,12 +347,12 @@ function multipartForm(files: FormFile[]): {
 }
 
 async function discard(response: HttpResponse): Promise<void> {
-  await response.buffer().catch(() => undefined);
+  await response.discard();
 }
 
 /** Returns the `error` field of ChartMuseum's JSON error body, or the start of any other body. */
 async function serverMessage(response: HttpResponse): Promise<string> {
-  const text = await response.text().catch(() => "");
+  const text = await response.textStart();
   try {
     const parsed = JSON.parse(text) as { error?: unknown };
     if (typeof parsed.error === "string" && parsed.error) return parsed.error;

@@ -94,40 +94,78 @@ export async function fetchToken(
   const agent = transport
     ? (target: URL) => transport.agentFor(target)
     : undefined;
-  let response;
-  try {
-    if (credentials && "identityToken" in credentials) {
-      const form = new URLSearchParams({
-        grant_type: "refresh_token",
-        refresh_token: credentials.identityToken,
-        client_id: "ppa-load",
-        scope: scopes.join(" "),
-      });
-      if (service) form.set("service", service);
-      response = await httpRequest(url.toString(), {
-        method: "POST",
-        body: form,
+  let request: { method: string; body?: URLSearchParams };
+  if (credentials && "identityToken" in credentials) {
+    const form = new URLSearchParams({
+      grant_type: "refresh_token",
+      refresh_token: credentials.identityToken,
+      client_id: "ppa-load",
+      scope: scopes.join(" "),
+    });
+    if (service) form.set("service", service);
+    request = { method: "POST", body: form };
+  } else {
+    if (service) url.searchParams.set("service", service);
+    for (const scope of scopes) url.searchParams.append("scope", scope);
+    request = { method: "GET" };
+  }
+  const authorization =
+    credentials && !("identityToken" in credentials)
+      ? basicHeader(credentials)
+      : undefined;
+  const origin = url.origin;
+  const signal = AbortSignal.timeout(tokenTimeoutMs);
+  let response: HttpResponse;
+  for (let redirects = 0; ; redirects++) {
+    try {
+      response = await httpRequest(url, {
+        method: request.method,
+        body: request.body,
+        // Credentials go only to the realm's own scheme, host and port.
+        headers:
+          authorization && url.origin === origin ? { authorization } : {},
         agent,
-        signal: AbortSignal.timeout(tokenTimeoutMs),
+        signal,
       });
-    } else {
-      if (service) url.searchParams.set("service", service);
-      for (const scope of scopes) url.searchParams.append("scope", scope);
-      const authorization = basicHeader(credentials);
-      response = await httpRequest(url.toString(), {
-        headers: authorization ? { authorization } : {},
-        agent,
-        signal: AbortSignal.timeout(tokenTimeoutMs),
-      });
+    } catch (error) {
+      throw new PpaLoadError(
+        "REGISTRY",
+        `cannot reach the token service at ${redactUrl(url.toString())}: ${errorMessage(error)}`,
+        {
+          hint: "the registry sends clients there to log in; check that this machine can reach it",
+        },
+      );
     }
-  } catch (error) {
-    throw new PpaLoadError(
-      "REGISTRY",
-      `cannot reach the token service at ${redactUrl(url.toString())}: ${errorMessage(error)}`,
-      {
-        hint: "the registry sends clients there to log in; check that this machine can reach it",
-      },
-    );
+    const location = response.headers.get("location");
+    if (!redirectStatuses.has(response.status) || !location) break;
+    await response.discard();
+    let next: URL | undefined;
+    try {
+      next = new URL(location, url);
+    } catch {
+      next = undefined;
+    }
+    if (
+      redirects >= maxTokenRedirects ||
+      (next?.protocol !== "http:" && next?.protocol !== "https:")
+    ) {
+      throw new PpaLoadError(
+        "REGISTRY",
+        `the token service at ${redactUrl(url.toString())} redirected to ${JSON.stringify(location.slice(0, 200))}, which ppa-load does not follow${redirects >= maxTokenRedirects ? ` after ${maxTokenRedirects} redirects` : ""}`,
+        {
+          hint: "the realm in the registry's WWW-Authenticate header may point at a login page or a proxy; check the registry's auth settings",
+        },
+      );
+    }
+    // As browsers do: 303, and 301 or 302 after a POST, become a GET.
+    if (
+      response.status === 303 ||
+      (request.method === "POST" &&
+        (response.status === 301 || response.status === 302))
+    ) {
+      request = { method: "GET" };
+    }
+    url = next;
   }
 
   if (response.status === 401 || response.status === 403) {
@@ -140,13 +178,23 @@ export async function fetchToken(
     );
   }
   if (!response.ok) {
+    const excerpt = (await response.textStart(4096))
+      .replace(/\s+/g, " ")
+      .trim()
+      .slice(0, 120);
     throw new PpaLoadError(
       "REGISTRY",
-      `the token service at ${redactUrl(url.toString())} answered ${response.status}`,
+      `the token service at ${redactUrl(url.toString())} answered ${response.status}${excerpt ? `: ${excerpt}` : ""}`,
+      {
+        hint:
+          response.status >= 500
+            ? "the token service failed; try again later, or ask the registry's operators"
+            : "the realm in the registry's WWW-Authenticate header may point at the wrong service; check the registry's auth settings",
+      },
     );
   }
   const text = await readTokenBody(response, url);
-  let body: { token?: string; access_token?: string; expires_in?: number };
+  let body: unknown;
   try {
     body = JSON.parse(text);
   } catch {
@@ -158,19 +206,42 @@ export async function fetchToken(
       },
     );
   }
-  const token = body.token ?? body.access_token;
-  if (!token) {
+  const fields =
+    body !== null && typeof body === "object"
+      ? (body as {
+          token?: unknown;
+          access_token?: unknown;
+          expires_in?: unknown;
+        })
+      : {};
+  const token = fields.token ?? fields.access_token;
+  if (typeof token !== "string" || token === "") {
     throw new PpaLoadError(
       "REGISTRY",
-      `the token service at ${redactUrl(url.toString())} returned no token`,
+      `the token service at ${redactUrl(url.toString())} returned no token: its JSON has no "token" or "access_token" string`,
+      {
+        hint: "the realm in the registry's WWW-Authenticate header may point at another service; check the registry's auth settings",
+      },
     );
   }
   // The token specification's default lifetime is 60 seconds.
-  const lifetime = (body.expires_in ?? 60) * 1000;
+  const expiresIn =
+    typeof fields.expires_in === "number" &&
+    Number.isFinite(fields.expires_in) &&
+    fields.expires_in > 0
+      ? fields.expires_in
+      : 60;
+  const lifetime = expiresIn * 1000;
   return { token, expiresAt: Date.now() + lifetime - 5000 };
 }
 
-/** Time a token request may take in all, body included. */
+/** Statuses of redirects that a token request follows. */
+const redirectStatuses = new Set([301, 302, 303, 307, 308]);
+
+/** Redirects followed per token request. */
+const maxTokenRedirects = 10;
+
+/** Time a token request may take in all, redirects and body included. */
 const tokenTimeoutMs = 120_000;
 
 /** Largest token response read; tokens are a few KiB. */

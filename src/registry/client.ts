@@ -116,7 +116,15 @@ export interface ManifestDescriptor {
 }
 
 /** A request body stream that records why reading the blob failed. */
-type BodyStream = Readable & { readonly failure?: Error };
+/**
+ * A request body stream. `failure` records why its source could not be
+ * read, and `ready`, when present, prepares the source before the request
+ * starts, so that the preparing does not count against the idle timeout.
+ */
+type BodyStream = Readable & {
+  readonly failure?: Error;
+  ready?(): Promise<void>;
+};
 
 interface RequestOptions {
   method?: string;
@@ -255,7 +263,7 @@ function rangeEnd(response: HttpResponse): number | undefined {
 }
 
 async function discard(response: HttpResponse): Promise<void> {
-  await response.buffer().catch(() => undefined);
+  await response.discard();
 }
 
 function cancelled(registry: string): PpaLoadError {
@@ -1265,11 +1273,23 @@ export class RegistryClient {
       },
     });
     setOnIdle(() => guarded.destroy(this.#timedOut(target, method)));
+    // A body that trickles in restarts the idle timer with each byte, so
+    // every body but a blob's also has a deadline for the whole of it.
+    const deadline = Number.isFinite(limit)
+      ? setTimeout(
+          () => guarded.destroy(this.#tooSlow(target, method)),
+          2 * this.#idleTimeoutMs,
+        )
+      : undefined;
+    deadline?.unref();
     // Readers of the body receive its errors. A body that is never read must
     // not turn them into an uncaught exception.
     guarded.on("error", () => undefined);
     source.on("error", (error) => guarded.destroy(error));
-    guarded.on("close", () => clearTimeout(timer));
+    guarded.on("close", () => {
+      clearTimeout(timer);
+      clearTimeout(deadline);
+    });
     (source as Readable).pipe(guarded);
     return new HttpResponse(guarded, {
       status: response.status,
@@ -1297,6 +1317,14 @@ export class RegistryClient {
     }
     const stream =
       typeof options.body === "function" ? options.body() : undefined;
+    if (stream?.ready) {
+      try {
+        await stream.ready();
+      } catch (error) {
+        stream.destroy();
+        throw stream.failure ?? error;
+      }
+    }
     // An error of the body stream also ends the request; this listener keeps
     // it from being reported as unhandled when the response came first.
     stream?.on("error", () => undefined);
@@ -1364,10 +1392,11 @@ export class RegistryClient {
         onIdle = fail;
       },
     );
-    if (stream && response.status >= 300 && !stream.readableEnded) {
+    if (stream && !stream.readableEnded) {
       // The registry responded before it read the whole body, so sending the
-      // rest would be wasted. The response is read first, because stopping
-      // the body ends the connection.
+      // rest would be wasted; a PATCH answered early says in its Range how
+      // much arrived. The response is read first, because stopping the body
+      // ends the connection.
       const answer = await response.buffer().catch(() => Buffer.alloc(0));
       clearTimeout(timer);
       stream.destroy();
@@ -1393,6 +1422,23 @@ export class RegistryClient {
       {
         cause,
         hint: "check that the registry and any proxy in front of it are healthy, then run the import again; it continues where it stopped",
+      },
+    );
+  }
+
+  #tooSlow(target: URL, method: string): PpaLoadError {
+    const seconds = Math.round((2 * this.#idleTimeoutMs) / 1000);
+    // ETIMEDOUT marks it as a connection failure, which callers retry.
+    const cause = Object.assign(
+      new Error(`the response took more than ${seconds} s`),
+      { code: "ETIMEDOUT" },
+    );
+    return new PpaLoadError(
+      "REGISTRY",
+      `${method} ${redactUrl(target.href)} timed out: ${this.registry} took more than ${seconds} s to send its response`,
+      {
+        cause,
+        hint: "check that the registry and any proxy in front of it are healthy; the limit is twice --request-timeout",
       },
     );
   }
@@ -1547,6 +1593,8 @@ class BlobReader {
   #position = 0;
   /** Number of the newest slice. Only that slice may read. */
   #newest = 0;
+  /** Settles when the read in progress does, so that reads never overlap. */
+  #lock: Promise<unknown> = Promise.resolve();
 
   constructor(blob: BlobSource) {
     this.#blob = blob;
@@ -1565,22 +1613,35 @@ class BlobReader {
     };
     let started = false;
     let remaining = length;
-    return new BlobSlice(async () => {
+    const start = async () => {
       check();
-      if (!started) {
-        started = true;
-        if (!this.#chunks || offset < this.#position) this.#open();
-        await this.#advance(offset - this.#position);
-        check();
-      }
-      if (remaining === 0) return null;
-      await this.#fill();
-      check();
-      const piece = this.#pending.subarray(0, remaining);
-      this.#consume(piece.length);
-      remaining -= piece.length;
-      return piece;
-    });
+      if (started) return;
+      started = true;
+      if (!this.#chunks || offset < this.#position) this.#open();
+      await this.#advance(offset - this.#position);
+    };
+    return new BlobSlice(
+      () => this.#exclusive(start),
+      () =>
+        this.#exclusive(async () => {
+          await start();
+          check();
+          if (remaining === 0) return null;
+          await this.#fill();
+          check();
+          const piece = this.#pending.subarray(0, remaining);
+          this.#consume(piece.length);
+          remaining -= piece.length;
+          return piece;
+        }),
+    );
+  }
+
+  /** Runs `task` once the reads before it have settled. */
+  #exclusive<T>(task: () => Promise<T>): Promise<T> {
+    const result = this.#lock.then(task, task);
+    this.#lock = result.catch(() => undefined);
+    return result;
   }
 
   /** Reads the blob to its end, so that the size and digest checks run. */
@@ -1640,12 +1701,24 @@ class BlobReader {
  * `failure` records why the blob could not be read.
  */
 class BlobSlice extends Readable {
+  readonly #start: () => Promise<void>;
   readonly #next: () => Promise<Buffer | null>;
   failure: Error | undefined;
 
-  constructor(next: () => Promise<Buffer | null>) {
+  constructor(start: () => Promise<void>, next: () => Promise<Buffer | null>) {
     super();
+    this.#start = start;
     this.#next = next;
+  }
+
+  /** Moves the reader to the slice's first byte, reading the blob up to it. */
+  async ready(): Promise<void> {
+    try {
+      await this.#start();
+    } catch (error) {
+      this.failure = error as Error;
+      throw error;
+    }
   }
 
   override _read(): void {

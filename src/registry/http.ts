@@ -6,7 +6,8 @@
  */
 import http from "node:http";
 import https from "node:https";
-import { Readable } from "node:stream";
+import { Readable, type Transform } from "node:stream";
+import zlib from "node:zlib";
 
 export interface HttpRequestInit {
   /** `GET` unless given. */
@@ -37,11 +38,16 @@ export class HttpHeaders {
     for (const [name, value] of init ?? []) this.append(name, value);
   }
 
-  /** Builds the headers from Node's `rawHeaders` list of names and values. */
-  static fromRaw(raw: string[]): HttpHeaders {
+  /**
+   * Builds the headers of a received message. Node's parser keeps the first
+   * of a repeated `Location`, `Content-Type` or other single-value header,
+   * and joins the values of the others, such as `WWW-Authenticate`.
+   */
+  static fromMessage(message: http.IncomingMessage): HttpHeaders {
     const headers = new HttpHeaders();
-    for (let index = 0; index + 1 < raw.length; index += 2) {
-      headers.append(raw[index], raw[index + 1]);
+    for (const [name, value] of Object.entries(message.headers)) {
+      if (value === undefined) continue;
+      headers.append(name, Array.isArray(value) ? value.join(", ") : value);
     }
     return headers;
   }
@@ -110,6 +116,95 @@ export class HttpResponse {
   async text(): Promise<string> {
     return (await this.buffer()).toString("utf8");
   }
+
+  /**
+   * Reads the first `maxBytes` of the body as UTF-8 text, for an error
+   * message, and drops the rest. Stops after `maxMs` with what has arrived.
+   */
+  async textStart(maxBytes = 64 * 1024, maxMs = 10_000): Promise<string> {
+    const body = this.body;
+    if (!body) return "";
+    this.body = null;
+    const parts: Buffer[] = [];
+    let received = 0;
+    await new Promise<void>((resolve) => {
+      const stop = () => {
+        clearTimeout(timer);
+        body.destroy();
+        resolve();
+      };
+      const timer = setTimeout(stop, maxMs);
+      body.on("data", (chunk: Buffer) => {
+        parts.push(chunk);
+        received += chunk.length;
+        if (received >= maxBytes) stop();
+      });
+      body.on("end", stop);
+      body.on("error", stop);
+    });
+    return Buffer.concat(parts).subarray(0, maxBytes).toString("utf8");
+  }
+
+  /**
+   * Reads and drops the body, so that the connection can carry the next
+   * request. A body that is larger than `maxBytes` or still arriving after
+   * `maxMs` is cut off instead, which closes the connection.
+   */
+  async discard(maxBytes = 64 * 1024, maxMs = 5000): Promise<void> {
+    const body = this.body;
+    if (!body) return;
+    this.body = null;
+    await new Promise<void>((resolve) => {
+      let received = 0;
+      const stop = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        body.destroy();
+        stop();
+      }, maxMs);
+      body.on("data", (chunk: Buffer) => {
+        received += chunk.length;
+        if (received > maxBytes) {
+          body.destroy();
+          stop();
+        }
+      });
+      body.on("end", stop);
+      body.on("close", stop);
+      body.on("error", stop);
+    });
+  }
+}
+
+/** Content codings that responses are decoded from, although none is requested. */
+const decoders: Record<string, () => Transform> = {
+  gzip: () => zlib.createGunzip(),
+  "x-gzip": () => zlib.createGunzip(),
+  deflate: () => zlib.createInflate(),
+  br: () => zlib.createBrotliDecompress(),
+};
+
+/**
+ * Returns the body of a received message, decoded when the server compressed
+ * it although the request asked for `identity`.
+ */
+function decodedBody(message: http.IncomingMessage, method: string): Readable {
+  const coding = (message.headers["content-encoding"] ?? "")
+    .trim()
+    .toLowerCase();
+  const decoder = decoders[coding];
+  const empty =
+    method === "HEAD" ||
+    message.statusCode === 204 ||
+    message.statusCode === 304 ||
+    message.headers["content-length"] === "0";
+  if (!decoder || empty) return message;
+  const decoded = decoder();
+  message.on("error", (error) => decoded.destroy(error));
+  decoded.on("close", () => message.destroy());
+  return message.pipe(decoded);
 }
 
 /** Methods that carry a body, and so get `content-length: 0` without one. */
@@ -176,10 +271,10 @@ export function httpRequest(
       message = incoming;
       incoming.on("close", stopListening);
       resolve(
-        new HttpResponse(incoming, {
+        new HttpResponse(decodedBody(incoming, method), {
           status: incoming.statusCode ?? 0,
           statusText: incoming.statusMessage,
-          headers: HttpHeaders.fromRaw(incoming.rawHeaders),
+          headers: HttpHeaders.fromMessage(incoming),
         }),
       );
     });

@@ -6,6 +6,7 @@ import {
 } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Readable } from "node:stream";
+import { gzipSync } from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
 
 import { HttpHeaders, httpRequest } from "../../src/registry/http.js";
@@ -97,6 +98,54 @@ describe("httpRequest", () => {
     await httpRequest(url);
 
     expect(received[0].headers["accept-encoding"]).toBe("identity");
+  });
+
+  it("keeps the first of two Location headers", async () => {
+    const { url } = await serve((response) => {
+      response.setHeader("Location", ["/first", "/second"]);
+      response.writeHead(202);
+      response.end();
+    });
+
+    const response = await httpRequest(url);
+
+    expect(response.headers.get("location")).toBe("/first");
+  });
+
+  it("decodes a gzip body sent unasked", async () => {
+    const { url } = await serve((response) => {
+      response.writeHead(400, { "content-encoding": "gzip" });
+      response.end(gzipSync("plain words"));
+    });
+
+    const response = await httpRequest(url);
+
+    expect(await response.text()).toBe("plain words");
+  });
+
+  it("cuts off a discarded body that keeps coming", async () => {
+    const { url } = await serve((response) => {
+      response.writeHead(500);
+      response.write(Buffer.alloc(200 * 1024));
+    });
+    const response = await httpRequest(url);
+    const started = Date.now();
+
+    await response.discard(64 * 1024, 5000);
+
+    expect(Date.now() - started).toBeLessThan(2000);
+  });
+
+  it("reads only the start of a long error body", async () => {
+    const { url } = await serve((response) => {
+      response.writeHead(500);
+      response.write("x".repeat(100_000));
+    });
+    const response = await httpRequest(url);
+
+    const text = await response.textStart(1000, 5000);
+
+    expect(text).toBe("x".repeat(1000));
   });
 
   it("sends a buffer with its length", async () => {

@@ -1171,6 +1171,35 @@ describe("RegistryClient hostile responses", () => {
     };
   }
 
+  it("times out a body that trickles in", async () => {
+    const trickling = await server((req, res) => {
+      if (req.url === "/v2/") {
+        res.writeHead(200);
+        res.end();
+        return;
+      }
+      res.writeHead(200, { "content-length": "1000" });
+      const timer = setInterval(() => res.write(" "), 50);
+      res.on("close", () => clearInterval(timer));
+    });
+    try {
+      const client = new RegistryClient({
+        registry: trickling.host,
+        env: {},
+        idleTimeoutMs: 200,
+        retry: { maxAttempts: 1 },
+      });
+
+      const error = await client
+        .getManifest("ns/app", "1.0")
+        .catch((caught: unknown) => caught);
+
+      expect(String(error)).toMatch(/took more than 0 s to send its response/);
+    } finally {
+      await trickling.close();
+    }
+  });
+
   it("times out a body that stalls after the headers", async () => {
     const stalling = await server((req, res) => {
       if (req.url === "/v2/") {
