@@ -12,17 +12,46 @@ export interface Challenge {
 
 /**
  * Parses a `WWW-Authenticate` header, e.g.
- * `Bearer realm="https://auth.example/token",service="registry"`.
+ * `Bearer realm="https://auth.example/token",service="registry"`, and returns
+ * its bearer challenge, else its first. A header may list several
+ * challenges (RFC 9110, section 11.6.1), and two headers arrive joined with
+ * ", ".
  */
 export function parseChallenge(header: string): Challenge | undefined {
-  const match = /^\s*([A-Za-z]+)\s*(.*)$/.exec(header);
-  if (!match) return undefined;
-  const params: Record<string, string> = {};
-  const paramRe = /([A-Za-z_]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))/g;
-  for (const m of match[2].matchAll(paramRe)) {
-    params[m[1].toLowerCase()] = (m[2] ?? m[3]).replace(/\\(.)/g, "$1");
+  const challenges = parseChallenges(header);
+  return (
+    challenges.find((challenge) => challenge.scheme === "bearer") ??
+    challenges[0]
+  );
+}
+
+/** Parses every challenge of a `WWW-Authenticate` header, in order. */
+export function parseChallenges(header: string): Challenge[] {
+  const challenges: Challenge[] = [];
+  const scheme = /\s*,?\s*([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*)/y;
+  const param =
+    /\s*,?\s*([A-Za-z_][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))/y;
+  let current: Challenge | undefined;
+  let index = 0;
+  while (index < header.length) {
+    param.lastIndex = index;
+    const pair = current ? param.exec(header) : null;
+    if (pair && current) {
+      current.params[pair[1].toLowerCase()] = (pair[2] ?? pair[3]).replace(
+        /\\(.)/g,
+        "$1",
+      );
+      index = param.lastIndex;
+      continue;
+    }
+    scheme.lastIndex = index;
+    const name = scheme.exec(header);
+    if (!name) break;
+    current = { scheme: name[1].toLowerCase(), params: {} };
+    challenges.push(current);
+    index = scheme.lastIndex;
   }
-  return { scheme: match[1].toLowerCase(), params };
+  return challenges;
 }
 
 export function basicHeader(

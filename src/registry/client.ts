@@ -845,7 +845,12 @@ export class RegistryClient {
         if (response.status === 202 || response.status === 204) {
           await discard(response);
           this.#follow(session, response, url);
-          next = this.#acknowledgedOffset(session, response, offset, last);
+          next = await this.#acknowledgedOffset(
+            session,
+            response,
+            offset,
+            last,
+          );
         } else if (response.status === 416) {
           await discard(response);
           this.#follow(session, response, url);
@@ -907,15 +912,17 @@ export class RegistryClient {
   }
 
   /** Returns the offset after the bytes that a PATCH response acknowledges. */
-  #acknowledgedOffset(
+  async #acknowledgedOffset(
     session: UploadSession,
     response: HttpResponse,
     offset: number,
     last: number,
-  ): number {
+  ): Promise<number> {
+    // Without a Range header, the registry took the whole chunk. With one
+    // that cannot be read, it is asked how much it holds.
+    if (!response.headers.has("range")) return last + 1;
     const end = rangeEnd(response);
-    // Without a Range header, the registry took the whole chunk.
-    if (end === undefined) return last + 1;
+    if (end === undefined) return this.#uploadOffset(session);
     if (end > last) {
       throw new PpaLoadError(
         "REGISTRY",
@@ -948,6 +955,15 @@ export class RegistryClient {
         "REGISTRY",
         `${this.registry} did not report how much of blob ${session.blob.digest} it holds: its response to GET ${redactUrl(url)} has no valid Range header`,
         { hint: "run the import again without --chunk-size" },
+      );
+    }
+    if (end + 1 > session.blob.size) {
+      throw new PpaLoadError(
+        "REGISTRY",
+        `${this.registry} reported holding bytes 0-${end} of blob ${session.blob.digest}, which has only ${session.blob.size} bytes (response to GET ${redactUrl(url)})`,
+        {
+          hint: "the registry breaks the distribution API; run the import again without --chunk-size",
+        },
       );
     }
     // NOTE: "0-0" means no bytes or one byte; it is read as no bytes. After

@@ -38,6 +38,23 @@ describe("parseChallenge", () => {
     });
   });
 
+  it("picks the bearer challenge of two", () => {
+    expect(
+      parseChallenge(
+        'Basic realm="Registry Realm", Bearer realm="https://auth.example/token",service="reg"',
+      ),
+    ).toEqual({
+      scheme: "bearer",
+      params: { realm: "https://auth.example/token", service: "reg" },
+    });
+  });
+
+  it("keeps a comma inside a quoted value", () => {
+    expect(
+      parseChallenge('Bearer realm="https://a.example/t",scope="a,b"')?.params,
+    ).toEqual({ realm: "https://a.example/t", scope: "a,b" });
+  });
+
   it("reads unquoted values", () => {
     expect(
       parseChallenge("Bearer realm=https://a.example/t, service=reg")?.params,

@@ -561,6 +561,47 @@ describe("RegistryClient.uploadBlob in chunks", () => {
     expect(blob.opens).toBe(2);
   });
 
+  it("asks for the offset after an unreadable Range", async () => {
+    const registry = await startRegistry();
+    const blob = testBlob(randomBytes(10_000));
+    let patches = 0;
+    registry.intercept = (request) => {
+      if (request.method !== "PATCH" || ++patches !== 1) return undefined;
+      // The registry kept the chunk but answered with a Range of its own form.
+      registry.uploads.set("session-1", request.body);
+      return { status: 202, headers: { range: "bytes 0-2999/*" } };
+    };
+
+    await clientFor(registry).uploadBlob("ns/app", blob, { chunkSize: 3000 });
+
+    expect(registry.of("GET", "/blobs/uploads/")).toHaveLength(1);
+    expect(registry.of("PATCH").map((r) => r.headers["content-range"])).toEqual(
+      ["0-2999", "3000-5999", "6000-8999", "9000-9999"],
+    );
+    expect(registry.blobs.get(`ns/app@${blob.digest}`)).toEqual(blob.bytes);
+  });
+
+  it("rejects an offset past the end of the blob", async () => {
+    const registry = await startRegistry();
+    const blob = testBlob(randomBytes(10_000));
+    registry.intercept = (request) => {
+      if (request.method === "PATCH") return { status: 416 };
+      if (request.method === "GET" && request.url.includes("/uploads/")) {
+        return { status: 204, headers: { range: "0-52428799" } };
+      }
+      return undefined;
+    };
+
+    const error = await clientFor(registry)
+      .uploadBlob("ns/app", blob, { chunkSize: 3000 })
+      .catch((caught: unknown) => caught);
+
+    expect((error as PpaLoadError).message).toContain(
+      "reported holding bytes 0-52428799 of blob",
+    );
+    expect(registry.of("PUT")).toHaveLength(0);
+  });
+
   it("reopens the blob after lost bytes", async () => {
     const registry = await startRegistry();
     const blob = testBlob(randomBytes(10_000));
