@@ -373,13 +373,22 @@ async function uploadFailure(
   const location = response.headers.get("location");
   const message =
     response.status >= 300 && response.status < 400
-      ? `redirect to ${location ? redactUrl(new URL(location, url).href) : "no location"}`
+      ? `redirect to ${location ? redirectTarget(location, url) : "no location"}`
       : await serverMessage(response);
   return new PpaLoadError(
     "CHART",
     `uploading ${label} to ${redactUrl(url)} failed: ${status}, ${message}`,
     { hint: failureHint(response, url, auth, chart) },
   );
+}
+
+/** Returns a redirect's target for a message, also when it is not a valid URL. */
+function redirectTarget(location: string, url: string): string {
+  try {
+    return redactUrl(new URL(location, url).href);
+  } catch {
+    return `${JSON.stringify(location.slice(0, 200))}, which is not a valid URL`;
+  }
 }
 
 function failureHint(

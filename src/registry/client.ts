@@ -1301,7 +1301,20 @@ export class RegistryClient {
     // Readers of the body receive its errors. A body that is never read must
     // not turn them into an uncaught exception.
     guarded.on("error", () => undefined);
-    source.on("error", (error) => guarded.destroy(error));
+    source.on("error", (error) =>
+      guarded.destroy(
+        error instanceof PpaLoadError
+          ? error
+          : new PpaLoadError(
+              "REGISTRY",
+              `the response of ${this.registry} to ${method} ${redactUrl(target.href)} broke off: ${errorMessage(error)}`,
+              {
+                cause: error,
+                hint: "check that the registry and any proxy in front of it are healthy, then run the import again",
+              },
+            ),
+      ),
+    );
     guarded.on("close", () => {
       clearTimeout(timer);
       clearTimeout(deadline);
@@ -1392,6 +1405,7 @@ export class RegistryClient {
       response = await httpRequest(url, init);
     } catch (error) {
       clearTimeout(timer);
+      stream?.destroy();
       if (stream?.failure) throw stream.failure;
       if (options.signal?.aborted) throw cancelled(this.registry);
       if (idle.signal.aborted) throw this.#timedOut(target, method);
@@ -1472,6 +1486,16 @@ export class RegistryClient {
       (method === "PUT" || method === "PATCH") &&
       isConnectionError(error) &&
       code !== "ECONNREFUSED";
+    if (typeof code === "string" && code.startsWith("HPE_")) {
+      return new PpaLoadError(
+        "REGISTRY",
+        `${target.host} answered ${method} ${redactUrl(target.href)} with a response that is not valid HTTP: ${errorMessage(error)}`,
+        {
+          cause: error,
+          hint: "check the --registry address and any proxy in front of the registry; the server there does not speak HTTP correctly",
+        },
+      );
+    }
     let hint: string;
     if (plainHttpServer) {
       hint = `${target.host} answered in plain HTTP where HTTPS was expected; add --insecure if the registry speaks plain HTTP`;

@@ -162,6 +162,9 @@ export function redactUrl(url: string): string {
     for (const key of [...parsed.searchParams.keys()]) {
       if (/token|secret|password|signature|credential/i.test(key)) {
         parsed.searchParams.set(key, "REDACTED");
+      } else if (key === "_state") {
+        // Distribution's upload state: a long signed value of no use in a message.
+        parsed.searchParams.set(key, "...");
       }
     }
     return parsed.toString();

@@ -290,8 +290,13 @@ export function httpRequest(
     if (body instanceof Readable) {
       const source = body;
       source.on("error", (error) => request.destroy(error));
+      // A request that ended before its body did, by an error or an early
+      // response, has no more use for the rest of it.
       request.on("close", () => {
-        if (!source.readableEnded) source.unpipe(request);
+        if (!source.readableEnded) {
+          source.unpipe(request);
+          source.destroy();
+        }
       });
       source.pipe(request);
     } else {

@@ -105,12 +105,18 @@ describe("chartFileNameProblem", () => {
     ["-dash-1.0.0.tgz", "does not start with a letter or digit"],
     ["a..b-1.tgz", 'contains ".."'],
     ["app-1.0.0.zip", "does not end in .tgz or .tar.gz"],
-    [
-      `${"c".repeat(300)}.tgz`,
-      "has 304 characters, more than the 255 that file systems take",
-    ],
   ])("explains why %s is skipped", (name, problem) => {
     expect(chartFileNameProblem(name)).toBe(problem);
+  });
+
+  it("explains why a name of 304 characters is skipped", () => {
+    expect(chartFileNameProblem(`${"c".repeat(300)}.tgz`)).toBe(
+      "has 304 characters, more than the 255 that file systems take",
+    );
+  });
+
+  it("accepts a name of 255 characters", () => {
+    expect(chartFileNameProblem(`${"c".repeat(251)}.tgz`)).toBeUndefined();
   });
 
   it("names a character outside ASCII", () => {
@@ -122,13 +128,11 @@ describe("chartFileNameProblem", () => {
     );
   });
 
-  it.each([
-    "app-1.0.0.tgz",
-    "ok-1.0.0.tar.gz",
-    "a_b+c-1.tgz",
-    `${"c".repeat(251)}.tgz`,
-  ])("accepts %s", (name) => {
-    expect(chartFileNameProblem(name)).toBeUndefined();
-    expect(isSafeChartFileName(name)).toBe(true);
-  });
+  it.each(["app-1.0.0.tgz", "ok-1.0.0.tar.gz", "a_b+c-1.tgz"])(
+    "accepts %s",
+    (name) => {
+      expect(chartFileNameProblem(name)).toBeUndefined();
+      expect(isSafeChartFileName(name)).toBe(true);
+    },
+  );
 });

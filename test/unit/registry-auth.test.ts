@@ -134,4 +134,12 @@ describe("redactUrl", () => {
       redactUrl("https://user:pw@r.example/token?service=x&access_token=abc"),
     ).toBe("https://r.example/token?service=x&access_token=REDACTED");
   });
+
+  it("shortens distribution's upload state", () => {
+    expect(
+      redactUrl(
+        `https://r.example/v2/a/blobs/uploads/u?_state=${"x".repeat(250)}`,
+      ),
+    ).toBe("https://r.example/v2/a/blobs/uploads/u?_state=...");
+  });
 });
