@@ -331,7 +331,10 @@ async function checkOutputDir(folder: string): Promise<boolean> {
  * Fails when the folder for temporary layer files is missing, not a folder
  * or not writable, before anything is read.
  */
-async function checkTempDir(folder: string, given: boolean): Promise<void> {
+async function checkTempDir(
+  folder: string,
+  fromOption: boolean,
+): Promise<void> {
   const found = await stat(folder).catch(() => undefined);
   let problem: string | undefined;
   if (!found) problem = "does not exist";
@@ -347,7 +350,7 @@ async function checkTempDir(folder: string, given: boolean): Promise<void> {
     "USAGE",
     `the folder for temporary files ${folder} ${problem}`,
     {
-      hint: given
+      hint: fromOption
         ? "give --temp-dir an existing folder that you can write to, with room for about three times the largest layer"
         : "set TMPDIR, or give --temp-dir, to an existing folder that you can write to",
     },

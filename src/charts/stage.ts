@@ -8,7 +8,7 @@ import type { ArchiveEntry } from "../archive/entries.js";
 import { PpaLoadError } from "../errors.js";
 import type { PlannedChart } from "../plan.js";
 
-/** Longest file name, in bytes, of ext4, APFS and NTFS (there in UTF-16 units). */
+/** Maximum file name length in bytes of ext4 and APFS, and in UTF-16 units of NTFS. */
 const maxFileNameLength = 255;
 
 /**

@@ -184,8 +184,8 @@ export interface ProgressOptions {
 }
 
 /**
- * Whether a spinner can be drawn on `stream`: a terminal that reports its
- * width. Some pseudo-terminals report zero columns, in which ora cannot lay
+ * Returns whether a spinner can be drawn on `stream`: a terminal that
+ * reports its width. Some pseudo-terminals report zero columns, in which ora cannot lay
  * out a spinner.
  */
 function drawsSpinner(stream: NodeJS.WriteStream): boolean {

@@ -1424,7 +1424,7 @@ export class RegistryClient {
     );
     if (stream && !stream.readableEnded) {
       // The registry responded before it read the whole body, so sending the
-      // rest would be wasted; a PATCH answered early says in its Range how
+      // rest would be wasted. The Range of an early PATCH response gives how
       // much arrived. The response is read first, because stopping the body
       // ends the connection.
       const answer = await response.buffer().catch(() => Buffer.alloc(0));

@@ -214,7 +214,7 @@ const methodsWithBody = new Set(["POST", "PUT", "PATCH"]);
  * Sends one request and resolves with the response as soon as its headers
  * arrive, even when the server responds before it has read the whole body.
  * Network failures reject with Node's own error, whose `code` (such as
- * `ECONNREFUSED` or `ECONNRESET`) tells them apart. Redirects are returned,
+ * `ECONNREFUSED` or `ECONNRESET`) identifies the failure. Redirects are returned,
  * not followed.
  */
 export function httpRequest(

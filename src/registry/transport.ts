@@ -224,7 +224,7 @@ export interface TransportOptions {
 
 /**
  * Keep-alive settings of Node 22's `http.globalAgent`, except that pooled
- * sockets close after 4 s idle instead of 5 s: a server that closes idle
+ * sockets close after 4 s idle instead of 5 s. A server that closes idle
  * connections after 5 s, as Node's does by default, could otherwise close
  * one just as a request goes out on it. The socket timeout only closes idle
  * pooled sockets, so a slow response does not fail.
