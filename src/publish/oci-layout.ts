@@ -14,6 +14,7 @@ import {
 import { dirname, join, resolve } from "node:path";
 import { type Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
+import { setTimeout as sleep } from "node:timers/promises";
 
 import type {
   BlobOutcome,
@@ -26,6 +27,15 @@ import { MediaType } from "../registry/media-types.js";
 
 const LAYOUT_FILE = "oci-layout";
 const INDEX_FILE = "index.json";
+
+/**
+ * Lock file that imports in other processes respect while one of them reads
+ * and rewrites index.json. Tools that read the layout ignore it.
+ */
+const INDEX_LOCK_FILE = ".index.json.lock";
+
+/** Age after which a lock is taken to be left by a process that died. */
+const staleLockMs = 30_000;
 const LAYOUT_VERSION = "1.0.0";
 /** The index.json annotation that names a reference, per the OCI image spec. */
 export const REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name";
@@ -87,9 +97,8 @@ export function layoutRefName(repository: string, tag: string): string {
  * their digests stay those of the archive, and skopeo 1.9.3 reports "no
  * descriptor found" for their references.
  *
- * NOTE: putManifest calls are serialised within one instance only. Two
- * processes that write the same layout at the same time can lose each
- * other's index.json entries.
+ * Changes to index.json are serialised within one instance by a queue, and
+ * across processes by a lock file next to it.
  */
 export class OciLayoutTarget implements PublishTarget {
   readonly folder: string;
@@ -479,6 +488,16 @@ export class OciLayoutTarget implements PublishTarget {
    * imports wrote since this target started are kept.
    */
   async #tagManifest(entry: Descriptor): Promise<void> {
+    const lock = join(this.#root, INDEX_LOCK_FILE);
+    await acquireLock(lock);
+    try {
+      await this.#replaceEntry(entry);
+    } finally {
+      await rm(lock, { force: true });
+    }
+  }
+
+  async #replaceEntry(entry: Descriptor): Promise<void> {
     const name = entry.annotations?.[REF_NAME_ANNOTATION];
     const index = (await this.#readIndex()) ?? emptyIndex();
     const manifests: Descriptor[] = [];
@@ -636,6 +655,38 @@ async function writeFileAtomic(
   } catch (error) {
     await rm(temporary, { force: true });
     throw error;
+  }
+}
+
+/**
+ * Creates the lock file, waiting while another process holds it. A lock
+ * older than `staleLockMs` is removed first, because the work under it takes
+ * milliseconds, so a process that holds it that long has died.
+ */
+async function acquireLock(path: string): Promise<void> {
+  const started = Date.now();
+  for (let wait = 5; ; wait = Math.min(wait * 2, 200)) {
+    try {
+      await writeFile(path, `${process.pid}\n`, { flag: "wx" });
+      return;
+    } catch (error) {
+      if (errorCode(error) !== "EEXIST") throw error;
+    }
+    const existing = await statIfExists(path);
+    if (existing && Date.now() - existing.mtimeMs > staleLockMs) {
+      await rm(path, { force: true });
+      continue;
+    }
+    if (Date.now() - started > 2 * staleLockMs) {
+      throw new PpaLoadError(
+        "REGISTRY",
+        `${path} has been locked by another process for over ${(2 * staleLockMs) / 1000} s`,
+        {
+          hint: "another import into this OCI layout is running or hung; wait for it, or remove the lock file if no import is running",
+        },
+      );
+    }
+    await sleep(wait);
   }
 }
 

@@ -8,6 +8,7 @@ import {
   readdir,
   rm,
   stat,
+  utimes,
   writeFile,
 } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -598,6 +599,51 @@ describe("OciLayoutTarget.putManifest", () => {
     ]);
     const digests = new Set(index.manifests.map((entry) => entry.digest));
     expect([...digests]).toEqual([image.manifestDigest]);
+  });
+
+  it("keeps every entry when two targets tag at once", async () => {
+    // Two targets on one folder stand for two imports in separate processes.
+    const first = new OciLayoutTarget(folder);
+    const second = new OciLayoutTarget(folder);
+    const image = buildImage("amd64");
+    await putImageBlobs(first, repository, image);
+    const tags = Array.from({ length: 20 }, (_, i) => `1.${i}`);
+
+    await Promise.all(
+      tags.map((tag, i) =>
+        (i % 2 === 0 ? first : second).putManifest(
+          repository,
+          tag,
+          image.mediaType,
+          image.manifest,
+        ),
+      ),
+    );
+
+    const index = await readIndex(folder);
+    expect(refNames(index).sort()).toEqual(
+      tags.map((tag) => `${repository}:${tag}`).sort(),
+    );
+    expect(await readdir(folder)).not.toContain(".index.json.lock");
+  });
+
+  it("takes over a lock left by a process that died", async () => {
+    const target = new OciLayoutTarget(folder);
+    const image = buildImage("amd64");
+    await putImageBlobs(target, repository, image);
+    const lock = join(folder, ".index.json.lock");
+    await writeFile(lock, "12345\n");
+    const old = new Date(Date.now() - 60_000);
+    await utimes(lock, old, old);
+
+    await target.putManifest(
+      repository,
+      "1.0",
+      image.mediaType,
+      image.manifest,
+    );
+
+    expect(refNames(await readIndex(folder))).toEqual([`${repository}:1.0`]);
   });
 
   it("keeps a Docker manifest's media type", async () => {
