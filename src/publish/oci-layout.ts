@@ -261,6 +261,7 @@ export class OciLayoutTarget implements PublishTarget {
       }
       await probeWritable(this.#root);
       await probeWritable(this.#blobFolder);
+      await removeStaleTemporaryFiles(this.#blobFolder);
     } catch (error) {
       if (error instanceof PpaLoadError) throw error;
       throw new PpaLoadError(
@@ -655,6 +656,26 @@ async function writeFileAtomic(
   } catch (error) {
     await rm(temporary, { force: true });
     throw error;
+  }
+}
+
+/** Age after which a temporary blob file is taken to be left by a process that died. */
+const staleTemporaryMs = 10 * 60_000;
+
+/**
+ * Removes temporary blob files that no write has touched for
+ * `staleTemporaryMs`: a killed import leaves its partial blob behind, while
+ * one still writing keeps updating its file.
+ */
+async function removeStaleTemporaryFiles(folder: string): Promise<void> {
+  const names = await readdir(folder).catch(() => [] as string[]);
+  for (const name of names) {
+    if (!(name.startsWith(".") && name.endsWith(".tmp"))) continue;
+    const path = join(folder, name);
+    const found = await statIfExists(path);
+    if (found && Date.now() - found.mtimeMs > staleTemporaryMs) {
+      await rm(path, { force: true });
+    }
   }
 }
 

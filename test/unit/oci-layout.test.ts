@@ -252,6 +252,21 @@ describe("OciLayoutTarget.check", () => {
     expect(error.message).toContain("not a folder");
   });
 
+  it("removes temporary blob files of a killed import", async () => {
+    await new OciLayoutTarget(folder).check();
+    const blobs = join(folder, "blobs", "sha256");
+    const stale = join(blobs, `.${"a".repeat(64)}.0123456789ab.tmp`);
+    const fresh = join(blobs, `.${"b".repeat(64)}.0123456789ab.tmp`);
+    await writeFile(stale, "partial");
+    await writeFile(fresh, "partial");
+    const old = new Date(Date.now() - 3_600_000);
+    await utimes(stale, old, old);
+
+    await new OciLayoutTarget(folder).check();
+
+    expect(await readdir(blobs)).toEqual([fresh.slice(blobs.length + 1)]);
+  });
+
   it("rejects an unknown layout version", async () => {
     await mkdir(folder);
     await writeFile(
