@@ -138,6 +138,16 @@ export class ParallelGzip extends Transform {
    * below `(concurrency + 1) × blockSize + 32 KiB + readableHighWaterMark`,
    * plus about 5 bytes per 16 KiB of incompressible input.
    */
+  /** CRC-32 of the input so far, as the gzip trailer carries it. */
+  get inputCrc(): number {
+    return this.#crc >>> 0;
+  }
+
+  /** Bytes of input so far. */
+  get inputBytes(): number {
+    return this.#inputLength;
+  }
+
   get bufferedBytes(): number {
     return (
       (this.#filling?.length ?? 0) +

@@ -4,7 +4,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { PassThrough, Readable, type Transform, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { createGunzip } from "node:zlib";
+import zlib, { createGunzip } from "node:zlib";
 
 import { PpaLoadError } from "../errors.js";
 import type { BlobSource } from "./blob.js";
@@ -233,19 +233,22 @@ export class LayerStore {
       // that reading the next layers overlaps with compressing this one.
       await this.#roomForMore(size);
       let waiting = 0;
+      let crc = 0;
       await pipeline(
         source,
         hashSource,
         tap((chunk) => {
           waiting += chunk.length;
+          crc = zlib.crc32(chunk, crc);
           this.#waitingBytes += chunk.length;
           this.#addOnDisk(chunk.length);
         }),
         createWriteStream(file, { highWaterMark: 1024 * 1024 }),
       );
       const diffId = `sha256:${sourceHash.digest("hex")}`;
+      const written = { bytes: waiting, crc: crc >>> 0 };
       const blob = this.#compressions.run(() =>
-        this.#compress(file, diffId).finally(() => {
+        this.#compress(file, diffId, written, label).finally(() => {
           this.#waitingBytes -= waiting;
           this.#onDisk -= waiting;
           this.#roomFreed?.();
@@ -304,8 +307,18 @@ export class LayerStore {
     };
   }
 
-  /** Compresses a layer file written as it came into a new file, and deletes the first. */
-  async #compress(raw: string, diffId: string): Promise<LayerBlob> {
+  /**
+   * Compresses a layer file written as it came into a new file, and deletes
+   * the first. The bytes read back must match what was written, by size and
+   * CRC-32, so a temporary file that something else changed is not
+   * published under the layer's diff_id.
+   */
+  async #compress(
+    raw: string,
+    diffId: string,
+    written: { bytes: number; crc: number },
+    label: string,
+  ): Promise<LayerBlob> {
     if (this.#closed) {
       throw new PpaLoadError(
         "ABORTED",
@@ -314,12 +327,22 @@ export class LayerStore {
     }
     const file = await this.#newFile();
     const output = hashingWriter(file);
+    const gzip = createParallelGzip({ level: this.#options.level });
     await pipeline(
       createReadStream(raw, { highWaterMark: 1024 * 1024 }),
-      createParallelGzip({ level: this.#options.level }),
+      gzip,
       output.tap,
       output.file,
     );
+    if (gzip.inputBytes !== written.bytes || gzip.inputCrc !== written.crc) {
+      throw new PpaLoadError(
+        "IMAGE_TARBALL_INVALID",
+        `${label}: the temporary file ${raw} changed after the layer was written to it, so the layer was not published`,
+        {
+          hint: "make sure nothing else writes to the --temp-dir folder, then run the import again",
+        },
+      );
+    }
     await rm(raw, { force: true });
     this.#bytesWritten += output.size();
     return this.#track(

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buffer } from "node:stream/consumers";
@@ -119,6 +119,30 @@ describe("LayerStore", () => {
     ).rejects.toThrow(
       /images\/x\.tar: abc\/layer\.tar: the layer is gzip-compressed but does not decompress/,
     );
+    await store.cleanup();
+  });
+
+  it("refuses a temporary file that changed before compression", async () => {
+    const store = new LayerStore({ tempDir: folder, compression: "gzip" });
+    // The first layer keeps the compression busy while the second waits.
+    const busy = layerTar({ files: { "opt/big": randomBytes(12_000_000) } });
+    const tar = layerTar({ files: { "etc/motd": "hello\n".repeat(1000) } });
+    const first = await store.add(chunks(busy), busy.length, "busy");
+    const second = await store.add(chunks(tar), tar.length, "app.tar: layer");
+    const [work] = await readdir(folder);
+    const names = await readdir(join(folder, work));
+    const sizes = await Promise.all(
+      names.map(async (name) => (await stat(join(folder, work, name))).size),
+    );
+    const raw = names[sizes.indexOf(tar.length)];
+    await writeFile(join(folder, work, raw), Buffer.alloc(tar.length));
+
+    const error = await second.blob.catch((caught: unknown) => caught);
+
+    expect((error as Error).message).toMatch(
+      /^app\.tar: layer: the temporary file .* changed after the layer was written to it/,
+    );
+    await first.blob;
     await store.cleanup();
   });
 
