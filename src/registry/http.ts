@@ -47,7 +47,11 @@ export class HttpHeaders {
     const headers = new HttpHeaders();
     for (const [name, value] of Object.entries(message.headers)) {
       if (value === undefined) continue;
-      headers.append(name, Array.isArray(value) ? value.join(", ") : value);
+      if (registrySingleValueHeaders.has(name)) {
+        headers.append(name, firstRawValue(message.rawHeaders, name) ?? "");
+      } else {
+        headers.append(name, Array.isArray(value) ? value.join(", ") : value);
+      }
     }
     return headers;
   }
@@ -72,6 +76,27 @@ export class HttpHeaders {
   [Symbol.iterator](): IterableIterator<[string, string]> {
     return this.#values.entries();
   }
+}
+
+/**
+ * Headers of the distribution API that carry one value, which Node's parser
+ * would join when a server repeats them. The first value is kept, as Node
+ * does for `Location`.
+ */
+const registrySingleValueHeaders = new Set([
+  "docker-content-digest",
+  "docker-upload-uuid",
+  "blob-upload-session-id",
+  "oci-chunk-min-length",
+  "range",
+]);
+
+/** Returns the first value of `name` in Node's `rawHeaders` list. */
+function firstRawValue(raw: string[], name: string): string | undefined {
+  for (let index = 0; index + 1 < raw.length; index += 2) {
+    if (raw[index].toLowerCase() === name) return raw[index + 1];
+  }
+  return undefined;
 }
 
 export interface HttpResponseInit {

@@ -112,6 +112,18 @@ describe("httpRequest", () => {
     expect(response.headers.get("location")).toBe("/first");
   });
 
+  it("keeps the first of two digest headers", async () => {
+    const { url } = await serve((response) => {
+      response.setHeader("Docker-Content-Digest", ["sha256:1", "sha256:1"]);
+      response.writeHead(201);
+      response.end();
+    });
+
+    const response = await httpRequest(url);
+
+    expect(response.headers.get("docker-content-digest")).toBe("sha256:1");
+  });
+
   it("decodes a gzip body sent unasked", async () => {
     const { url } = await serve((response) => {
       response.writeHead(400, { "content-encoding": "gzip" });
