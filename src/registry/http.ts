@@ -147,26 +147,8 @@ export class HttpResponse {
    * message, and drops the rest. Stops after `maxMs` with what has arrived.
    */
   async textStart(maxBytes = 64 * 1024, maxMs = 10_000): Promise<string> {
-    const body = this.body;
-    if (!body) return "";
-    this.body = null;
     const parts: Buffer[] = [];
-    let received = 0;
-    await new Promise<void>((resolve) => {
-      const stop = () => {
-        clearTimeout(timer);
-        body.destroy();
-        resolve();
-      };
-      const timer = setTimeout(stop, maxMs);
-      body.on("data", (chunk: Buffer) => {
-        parts.push(chunk);
-        received += chunk.length;
-        if (received >= maxBytes) stop();
-      });
-      body.on("end", stop);
-      body.on("error", stop);
-    });
+    await this.#readBounded(maxBytes, maxMs, (chunk) => parts.push(chunk));
     return Buffer.concat(parts).subarray(0, maxBytes).toString("utf8");
   }
 
@@ -176,29 +158,40 @@ export class HttpResponse {
    * `maxMs` is cut off instead, which closes the connection.
    */
   async discard(maxBytes = 64 * 1024, maxMs = 5000): Promise<void> {
+    await this.#readBounded(maxBytes, maxMs);
+  }
+
+  /**
+   * Reads the body to its end, passing each chunk to `take`, and cuts it off
+   * once more than `maxBytes` arrived or after `maxMs`.
+   */
+  async #readBounded(
+    maxBytes: number,
+    maxMs: number,
+    take?: (chunk: Buffer) => void,
+  ): Promise<void> {
     const body = this.body;
     if (!body) return;
     this.body = null;
     await new Promise<void>((resolve) => {
       let received = 0;
-      const stop = () => {
+      const finish = () => {
         clearTimeout(timer);
         resolve();
       };
-      const timer = setTimeout(() => {
+      const cutOff = () => {
         body.destroy();
-        stop();
-      }, maxMs);
+        finish();
+      };
+      const timer = setTimeout(cutOff, maxMs);
       body.on("data", (chunk: Buffer) => {
+        take?.(chunk);
         received += chunk.length;
-        if (received > maxBytes) {
-          body.destroy();
-          stop();
-        }
+        if (received > maxBytes) cutOff();
       });
-      body.on("end", stop);
-      body.on("close", stop);
-      body.on("error", stop);
+      body.on("end", finish);
+      body.on("close", finish);
+      body.on("error", finish);
     });
   }
 }
