@@ -1,15 +1,10 @@
-import {
-  type IncomingMessage,
-  type Server,
-  type ServerResponse,
-  createServer,
-} from "node:http";
-import type { AddressInfo } from "node:net";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
 import { gzipSync } from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
 
 import { HttpHeaders, httpRequest } from "../../src/registry/http.js";
+import { TestServers } from "../helpers/http-server.js";
 
 interface Received {
   method: string;
@@ -18,26 +13,16 @@ interface Received {
   body: Buffer;
 }
 
-const servers: Server[] = [];
+const servers = new TestServers();
 
-afterEach(async () => {
-  await Promise.all(
-    servers.splice(0).map(
-      (server) =>
-        new Promise<void>((resolve) => {
-          server.closeAllConnections();
-          server.close(() => resolve());
-        }),
-    ),
-  );
-});
+afterEach(() => servers.closeAll());
 
-/** Starts a server on 127.0.0.1 that records each request's body, then runs `reply`. */
+/** Starts a server that records each request's body, then runs `reply`. */
 async function serve(
   reply: (response: ServerResponse, received: Received) => void,
 ): Promise<{ url: string; received: Received[] }> {
   const received: Received[] = [];
-  const server = createServer((request, response) => {
+  const { url } = await servers.start((request, response) => {
     const parts: Buffer[] = [];
     request.on("data", (chunk: Buffer) => parts.push(chunk));
     request.on("end", () => {
@@ -51,12 +36,7 @@ async function serve(
       reply(response, entry);
     });
   });
-  servers.push(server);
-  await new Promise<void>((resolve) =>
-    server.listen(0, "127.0.0.1", () => resolve()),
-  );
-  const { port } = server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}`, received };
+  return { url, received };
 }
 
 describe("httpRequest", () => {
@@ -218,13 +198,14 @@ describe("httpRequest", () => {
   });
 
   it("rejects with the system error code", async () => {
-    const { url } = await serve((response) => response.end());
-    const port = new URL(url).port;
-    await new Promise<void>((resolve) => servers.pop()!.close(() => resolve()));
+    const { url, server } = await servers.start((_request, response) =>
+      response.end(),
+    );
+    await servers.close(server);
 
-    await expect(
-      httpRequest(`http://127.0.0.1:${port}/`),
-    ).rejects.toMatchObject({ code: "ECONNREFUSED" });
+    await expect(httpRequest(`${url}/`)).rejects.toMatchObject({
+      code: "ECONNREFUSED",
+    });
   });
 
   it("fails the body when aborted after the headers", async () => {

@@ -1,44 +1,24 @@
-import {
-  type IncomingMessage,
-  type Server,
-  type ServerResponse,
-  createServer,
-} from "node:http";
-import type { AddressInfo } from "node:net";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { afterEach, describe, expect, it } from "vitest";
 
 import { PpaLoadError } from "../../src/errors.js";
 import { fetchToken } from "../../src/registry/auth.js";
+import { TestServers } from "../helpers/http-server.js";
 
-const servers: Server[] = [];
+const servers = new TestServers();
 
-afterEach(async () => {
-  await Promise.all(
-    servers.splice(0).map(
-      (server) =>
-        new Promise<void>((resolve) => {
-          server.closeAllConnections();
-          server.close(() => resolve());
-        }),
-    ),
-  );
-});
+afterEach(() => servers.closeAll());
 
-/** Starts a token service on 127.0.0.1 and returns its base URL and the requests it got. */
+/** Starts a token service and returns its base URL and the requests it received. */
 async function tokenService(
   reply: (request: IncomingMessage, response: ServerResponse) => void,
 ): Promise<{ url: string; requests: IncomingMessage[] }> {
   const requests: IncomingMessage[] = [];
-  const server = createServer((request, response) => {
+  const { url } = await servers.start((request, response) => {
     requests.push(request);
     reply(request, response);
   });
-  servers.push(server);
-  await new Promise<void>((resolve) =>
-    server.listen(0, "127.0.0.1", () => resolve()),
-  );
-  const { port } = server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}`, requests };
+  return { url, requests };
 }
 
 const credentials = { username: "user", password: "secret", source: "test" };
