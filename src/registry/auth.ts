@@ -1,4 +1,4 @@
-import { type HttpResponse, httpRequest } from "./http.js";
+import { type HttpResponse, httpRequest, redirectOf } from "./http.js";
 
 import { PpaLoadError, errorMessage } from "../errors.js";
 import type { Credentials } from "./credentials.js";
@@ -165,36 +165,20 @@ export async function fetchToken(
         },
       );
     }
-    const location = response.headers.get("location");
-    if (!redirectStatuses.has(response.status) || !location) break;
+    const redirect = redirectOf(response, url, request.method);
+    if (!redirect) break;
     await response.discard();
-    let next: URL | undefined;
-    try {
-      next = new URL(location, url);
-    } catch {
-      next = undefined;
-    }
-    if (
-      redirects >= maxTokenRedirects ||
-      (next?.protocol !== "http:" && next?.protocol !== "https:")
-    ) {
+    if (redirects >= maxTokenRedirects || !redirect.url) {
       throw new PpaLoadError(
         "REGISTRY",
-        `the token service at ${redactUrl(url.toString())} redirected to ${JSON.stringify(location.slice(0, 200))}, which ppa-load does not follow${redirects >= maxTokenRedirects ? ` after ${maxTokenRedirects} redirects` : ""}`,
+        `the token service at ${redactUrl(url.toString())} redirected to ${JSON.stringify(redirect.location.slice(0, 200))}, which ppa-load does not follow${redirects >= maxTokenRedirects ? ` after ${maxTokenRedirects} redirects` : ""}`,
         {
           hint: "the realm in the registry's WWW-Authenticate header may point at a login page or a proxy; check the registry's auth settings",
         },
       );
     }
-    // As browsers do: 303, and 301 or 302 after a POST, become a GET.
-    if (
-      response.status === 303 ||
-      (request.method === "POST" &&
-        (response.status === 301 || response.status === 302))
-    ) {
-      request = { method: "GET" };
-    }
-    url = next;
+    if (redirect.dropsBody) request = { method: "GET" };
+    url = redirect.url;
   }
 
   if (response.status === 401 || response.status === 403) {
@@ -263,9 +247,6 @@ export async function fetchToken(
   const lifetime = expiresIn * 1000;
   return { token, expiresAt: Date.now() + lifetime - 5000 };
 }
-
-/** Statuses of redirects that a token request follows. */
-const redirectStatuses = new Set([301, 302, 303, 307, 308]);
 
 /** Redirects followed per token request. */
 const maxTokenRedirects = 10;

@@ -1,7 +1,12 @@
 import { createHash } from "node:crypto";
 import { Readable, Transform, type TransformCallback } from "node:stream";
 import { setTimeout as sleep } from "node:timers/promises";
-import { type HttpRequestInit, HttpResponse, httpRequest } from "./http.js";
+import {
+  type HttpRequestInit,
+  HttpResponse,
+  httpRequest,
+  redirectOf,
+} from "./http.js";
 
 import type { BlobSource } from "../blobs/blob.js";
 import { PpaLoadError, errorMessage } from "../errors.js";
@@ -197,9 +202,6 @@ const cancelGraceMs = 10_000;
 
 /** Largest response body read, except for blobs: manifests, tokens and error bodies are far smaller. */
 const defaultMaxResponseBytes = 16 * 1024 * 1024;
-
-/** Statuses of redirects that #send follows. */
-const redirectStatuses = new Set([301, 302, 303, 307, 308]);
 
 /** Redirects followed per request, as many as browsers allow. */
 const maxRedirects = 20;
@@ -1207,8 +1209,8 @@ export class RegistryClient {
     let current = options;
     for (let redirects = 0; ; redirects++) {
       const response = await this.#sendOnce(target, currentMethod, current);
-      const location = response.headers.get("location");
-      if (!redirectStatuses.has(response.status) || !location) return response;
+      const redirect = redirectOf(response, target, currentMethod);
+      if (!redirect) return response;
       await discard(response);
       if (redirects >= maxRedirects) {
         throw new PpaLoadError(
@@ -1219,13 +1221,7 @@ export class RegistryClient {
           },
         );
       }
-      let next: URL;
-      try {
-        next = new URL(location, target);
-      } catch {
-        next = new URL("invalid:");
-      }
-      if (next.protocol !== "http:" && next.protocol !== "https:") {
+      if (!redirect.url) {
         throw new PpaLoadError(
           "REGISTRY",
           `${this.registry} redirected ${currentMethod} ${redactUrl(target.href)} to a location that is not an http or https URL`,
@@ -1234,17 +1230,11 @@ export class RegistryClient {
           },
         );
       }
-      // As browsers and Go do: 303, and 301 or 302 after a POST, become a
-      // GET without a body. 307 and 308 repeat the request as it was.
-      if (
-        response.status === 303 ||
-        ((response.status === 301 || response.status === 302) &&
-          currentMethod === "POST")
-      ) {
-        currentMethod = "GET";
+      if (redirect.dropsBody) {
         current = { ...current, body: undefined, headers: {} };
       }
-      target = next;
+      currentMethod = redirect.method;
+      target = redirect.url;
     }
   }
 

@@ -196,6 +196,46 @@ export class HttpResponse {
   }
 }
 
+/** A redirect that a response asks for. */
+export interface Redirect {
+  /** The `Location` header as the server sent it. */
+  location: string;
+  /** The resolved target, or undefined when it is not an http or https URL. */
+  url: URL | undefined;
+  /** The method to repeat the request with. */
+  method: string;
+  /** Whether the body and its headers are dropped, because the method became GET. */
+  dropsBody: boolean;
+}
+
+const redirectStatuses = new Set([301, 302, 303, 307, 308]);
+
+/**
+ * Returns the redirect that `response` to `method` on `from` asks for, or
+ * undefined when it is not a redirect with a `Location`. As browsers and Go
+ * do, 303, and 301 or 302 after a POST, become a GET without a body, and 307
+ * and 308 repeat the request as it was.
+ */
+export function redirectOf(
+  response: HttpResponse,
+  from: URL,
+  method: string,
+): Redirect | undefined {
+  const location = response.headers.get("location");
+  if (!redirectStatuses.has(response.status) || !location) return undefined;
+  let url: URL | undefined;
+  try {
+    url = new URL(location, from);
+  } catch {
+    url = undefined;
+  }
+  if (url?.protocol !== "http:" && url?.protocol !== "https:") url = undefined;
+  const dropsBody =
+    response.status === 303 ||
+    (method === "POST" && (response.status === 301 || response.status === 302));
+  return { location, url, method: dropsBody ? "GET" : method, dropsBody };
+}
+
 /** Content codings that responses are decoded from, although none is requested. */
 const decoders: Record<string, () => Transform> = {
   gzip: () => zlib.createGunzip(),

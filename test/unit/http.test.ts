@@ -3,7 +3,12 @@ import { Readable } from "node:stream";
 import { gzipSync } from "node:zlib";
 import { afterEach, describe, expect, it } from "vitest";
 
-import { HttpHeaders, httpRequest } from "../../src/registry/http.js";
+import {
+  HttpHeaders,
+  HttpResponse,
+  httpRequest,
+  redirectOf,
+} from "../../src/registry/http.js";
 import { TestServers } from "../helpers/http-server.js";
 
 interface Received {
@@ -225,6 +230,41 @@ describe("httpRequest", () => {
     await expect(httpRequest("file:///etc/passwd")).rejects.toThrow(
       "cannot send a request to file: URLs",
     );
+  });
+});
+
+describe("redirectOf", () => {
+  const from = new URL("http://r.example/v2/a");
+
+  function response(status: number, location?: string): HttpResponse {
+    const headers = new HttpHeaders(location ? [["location", location]] : []);
+    return new HttpResponse(null, { status, headers });
+  }
+
+  it.each([
+    [303, "PUT", "GET", true],
+    [302, "POST", "GET", true],
+    [302, "GET", "GET", false],
+    [307, "POST", "POST", false],
+    [308, "PATCH", "PATCH", false],
+  ])("turns %i after %s into %s", (status, method, next, dropsBody) => {
+    const redirect = redirectOf(response(status, "/b"), from, method);
+
+    expect(redirect?.method).toBe(next);
+    expect(redirect?.dropsBody).toBe(dropsBody);
+    expect(redirect?.url?.href).toBe("http://r.example/b");
+  });
+
+  it("leaves a URL out for other schemes", () => {
+    const redirect = redirectOf(response(302, "file:///etc"), from, "GET");
+
+    expect(redirect?.location).toBe("file:///etc");
+    expect(redirect?.url).toBeUndefined();
+  });
+
+  it("returns nothing without a Location", () => {
+    expect(redirectOf(response(302), from, "GET")).toBeUndefined();
+    expect(redirectOf(response(200, "/b"), from, "GET")).toBeUndefined();
   });
 });
 
