@@ -110,7 +110,7 @@ export class HttpResponse {
   readonly status: number;
   readonly statusText: string;
   readonly headers: HttpHeaders;
-  /** The body as it arrives; null once `buffer` or `text` took it. */
+  /** The body as it arrives, or null once a method has read it. */
   body: Readable | null;
 
   constructor(body: Readable | Buffer | null, init: HttpResponseInit) {
@@ -196,7 +196,7 @@ export class HttpResponse {
   }
 }
 
-/** A redirect that a response asks for. */
+/** A redirect that a response requests. */
 export interface Redirect {
   /** The `Location` header as the server sent it. */
   location: string;
@@ -211,7 +211,7 @@ export interface Redirect {
 const redirectStatuses = new Set([301, 302, 303, 307, 308]);
 
 /**
- * Returns the redirect that `response` to `method` on `from` asks for, or
+ * Returns the redirect that `response` to `method` on `from` requests, or
  * undefined when it is not a redirect with a `Location`. As browsers and Go
  * do, 303, and 301 or 302 after a POST, become a GET without a body, and 307
  * and 308 repeat the request as it was.
@@ -296,7 +296,7 @@ export function httpRequest(
   headers["user-agent"] ??= "ppa-load";
   headers.accept ??= "*/*";
   // Without this header a server may compress the response in any coding,
-  // and this client decodes none.
+  // and this client decodes only gzip, deflate and br.
   headers["accept-encoding"] ??= "identity";
   let body = init.body;
   if (body instanceof URLSearchParams) {

@@ -567,7 +567,7 @@ describe("RegistryClient.uploadBlob in chunks", () => {
     let patches = 0;
     registry.intercept = (request) => {
       if (request.method !== "PATCH" || ++patches !== 1) return undefined;
-      // The registry kept the chunk but answered with a Range of its own form.
+      // The registry kept the chunk but responded with a Range of its own form.
       registry.uploads.set("session-1", request.body);
       return { status: 202, headers: { range: "bytes 0-2999/*" } };
     };
