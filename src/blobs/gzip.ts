@@ -63,8 +63,8 @@ interface Block {
   readonly engine: zlib.DeflateRaw;
   /** Bytes of this block counted in `bufferedBytes`: its input, later its output. */
   heldBytes: number;
-  /** Compressed bytes, set when the engine has finished. */
-  output?: Buffer;
+  /** Compressed bytes in the engine's output chunks, set when the engine has finished. */
+  output?: Buffer[];
 }
 
 /**
@@ -207,6 +207,14 @@ export class ParallelGzip extends Transform {
         }
         this.#startBlock(false);
       }
+      if (this.#fillLength === 0 && chunk.length - offset >= this.blockSize) {
+        // A whole block of the chunk becomes the block as it is, without a
+        // copy. A stream's writer does not change a chunk after writing it.
+        this.#filling = chunk.subarray(offset, offset + this.blockSize);
+        this.#fillLength = this.blockSize;
+        offset += this.blockSize;
+        continue;
+      }
       this.#filling ??= Buffer.allocUnsafe(this.blockSize);
       const copied = chunk.copy(this.#filling, this.#fillLength, offset);
       this.#fillLength += copied;
@@ -284,10 +292,10 @@ export class ParallelGzip extends Transform {
     engine.on("end", () => {
       if (this.destroyed) return;
       // Buffer.concat copies, so the engine's larger output buffer is released.
-      const output = Buffer.concat(chunks);
-      this.#blockBytes += output.length - block.heldBytes;
-      block.heldBytes = output.length;
-      block.output = output;
+      const outputLength = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+      this.#blockBytes += outputLength - block.heldBytes;
+      block.heldBytes = outputLength;
+      block.output = chunks;
       this.#pushFinishedBlocks();
     });
     engine.on("error", (error: Error) => {
@@ -308,7 +316,7 @@ export class ParallelGzip extends Transform {
         this.push(gzipHeader(this.level));
         this.#headerPushed = true;
       }
-      this.push(block.output);
+      for (const chunk of block.output) this.push(chunk);
       this.#blocks.delete(this.#nextOutputIndex);
       this.#blockBytes -= block.heldBytes;
       this.#nextOutputIndex++;

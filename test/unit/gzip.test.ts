@@ -197,6 +197,7 @@ describe("createParallelGzip", () => {
     const variants: [string, ParallelGzipOptions, number[]][] = [
       ["1-byte then large writes", options, [1, 3, 100_000]],
       ["block-sized writes", options, [BLOCK_SIZE]],
+      ["writes of several blocks", options, [3 * BLOCK_SIZE + 5]],
       ["uneven writes", options, [4093, 65537, 17, 30_000]],
       ["concurrency 1", { ...options, concurrency: 1 }, [50_000]],
       ["concurrency 7", { ...options, concurrency: 7 }, [50_000]],
