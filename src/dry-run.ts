@@ -1,6 +1,6 @@
 import { resolve } from "node:path";
 
-import { checkChartMuseum } from "./charts/chartmuseum.js";
+import { chartMuseumTimeout, checkChartMuseum } from "./charts/chartmuseum.js";
 import {
   type ImportOptions,
   checkOptions,
@@ -94,6 +94,7 @@ export async function dryRunImport(
       await checkChartMuseum({
         ...options.chartMuseum,
         caCert: options.caCert,
+        timeoutMs: chartMuseumTimeout(options.requestTimeoutMs),
       });
     }
     emit({

@@ -14,7 +14,11 @@ import {
   type LayerBlob,
   LayerStore,
 } from "./blobs/layer-store.js";
-import { chartMuseumUrls, checkChartMuseum } from "./charts/chartmuseum.js";
+import {
+  chartMuseumTimeout,
+  chartMuseumUrls,
+  checkChartMuseum,
+} from "./charts/chartmuseum.js";
 import { parseChartRegistry } from "./charts/oci-chart.js";
 import { type ChartPublishOptions, publishCharts } from "./charts/publish.js";
 import { ChartStager } from "./charts/stage.js";
@@ -49,7 +53,7 @@ import {
 } from "./registry/ibm-cloud.js";
 import { UploadJournal } from "./registry/upload-journal.js";
 import { ImportSession } from "./session.js";
-import { countOf } from "./text.js";
+import { countOf, formatSeconds } from "./text.js";
 
 /** File in the output folder that records chunked uploads a later run can resume. */
 export const uploadJournalName = "upload-journal.json";
@@ -276,6 +280,7 @@ async function chartOptions(
     chartOptions.chartMuseum = {
       ...options.chartMuseum,
       caCert: options.caCert,
+      timeoutMs: chartMuseumTimeout(options.requestTimeoutMs),
     };
   }
   if (options.chartRegistry) {
@@ -390,12 +395,6 @@ function emptyResult(options: ImportOptions, registry: string): ImportResult {
     peakTemporaryBytes: 0,
     durationMs: 0,
   };
-}
-
-/** Formats a wait in milliseconds as seconds, with a tenth below ten seconds. */
-export function formatSeconds(milliseconds: number): string {
-  const seconds = milliseconds / 1000;
-  return `${seconds < 10 ? seconds.toFixed(1) : Math.round(seconds)} s`;
 }
 
 function defaultConcurrency(): number {
@@ -534,7 +533,11 @@ async function importWithSession(
   if (target.isRemote) await target.check();
   else await (target as OciLayoutTarget).checkFolder();
   if (options.chartMuseum) {
-    await checkChartMuseum({ ...options.chartMuseum, caCert: options.caCert });
+    await checkChartMuseum({
+      ...options.chartMuseum,
+      caCert: options.caCert,
+      timeoutMs: chartMuseumTimeout(options.requestTimeoutMs),
+    });
   }
 
   const stager = new ChartStager(outputDir);

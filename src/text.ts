@@ -19,3 +19,9 @@ export function printable(text: string): string {
       `\\x${character.charCodeAt(0).toString(16).padStart(2, "0")}`,
   );
 }
+
+/** Formats a time in milliseconds as seconds, with a tenth below ten seconds. */
+export function formatSeconds(milliseconds: number): string {
+  const seconds = milliseconds / 1000;
+  return `${seconds < 10 ? seconds.toFixed(1) : Math.round(seconds)} s`;
+}

@@ -6,6 +6,7 @@ import {
 } from "../registry/http.js";
 
 import { PpaLoadError, errorMessage } from "../errors.js";
+import { formatSeconds } from "../text.js";
 import { redactUrl } from "../registry/errors.js";
 import { Transport } from "../registry/transport.js";
 import { readChartMetadata } from "./oci-chart.js";
@@ -41,6 +42,8 @@ export interface ChartMuseumUploadOptions {
    * from; `process.env` by default. src/registry/transport.ts gives the rules.
    */
   env?: NodeJS.ProcessEnv;
+  /** Time each request may take in all, body included. Default 240000. */
+  timeoutMs?: number;
   signal?: AbortSignal;
 }
 
@@ -226,13 +229,15 @@ export async function checkChartMuseum(
     });
     if (authorization) headers.authorization = authorization;
     let response: HttpResponse;
+    const timeout = requestTimeout(options);
     try {
       response = await httpRequest(urls.upload, {
         headers,
         agent: (requested: URL) => transport.agentFor(requested),
-        signal: withTimeout(options.signal),
+        signal: timeout.signal,
       });
     } catch (error) {
+      if (timeout.expired()) throw timedOut(target, "GET", timeout.ms);
       throw unreachable(target, transport, error, "GET");
     }
     if (response.ok) {
@@ -288,6 +293,7 @@ async function postChart(
     headers["content-type"] = "application/octet-stream";
   }
 
+  const timeout = requestTimeout(options);
   const init: HttpRequestInit = {
     method: "POST",
     headers,
@@ -296,7 +302,7 @@ async function postChart(
     // POST into a GET or send the credentials to another host, so it is
     // reported.
     agent: (requested: URL) => transport.agentFor(requested),
-    signal: withTimeout(options.signal),
+    signal: timeout.signal,
   };
   try {
     return await httpRequest(url, init);
@@ -307,6 +313,7 @@ async function postChart(
         `the upload to ${target.host} was cancelled`,
       );
     }
+    if (timeout.expired()) throw timedOut(target, "POST", timeout.ms);
     throw unreachable(target, transport, error);
   }
 }
@@ -456,10 +463,46 @@ function unreachable(
   );
 }
 
-/** Time a ChartMuseum request may take in all, body included; charts are small. */
-const requestTimeoutMs = 120_000;
+/**
+ * Time a ChartMuseum request may take in all, body included, when the
+ * caller sets none. Charts are small, so this is the limit that registry
+ * responses other than blobs get by default: twice the 120 s idle timeout.
+ */
+const defaultTimeoutMs = 240_000;
 
-function withTimeout(signal: AbortSignal | undefined): AbortSignal {
-  const timeout = AbortSignal.timeout(requestTimeoutMs);
-  return signal ? AbortSignal.any([signal, timeout]) : timeout;
+/**
+ * Returns the time limit of a ChartMuseum request for a registry request
+ * timeout (`--request-timeout`, in ms): twice it, as for the registry's own
+ * responses that are not blobs.
+ */
+export function chartMuseumTimeout(
+  requestTimeoutMs: number | undefined,
+): number | undefined {
+  return requestTimeoutMs === undefined ? undefined : 2 * requestTimeoutMs;
+}
+
+/** Combines the caller's signal with the time limit of one request. */
+function requestTimeout(options: {
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}): { signal: AbortSignal; ms: number; expired: () => boolean } {
+  const ms = options.timeoutMs ?? defaultTimeoutMs;
+  const timeout = AbortSignal.timeout(ms);
+  return {
+    signal: options.signal
+      ? AbortSignal.any([options.signal, timeout])
+      : timeout,
+    ms,
+    expired: () => timeout.aborted,
+  };
+}
+
+function timedOut(target: URL, method: string, ms: number): PpaLoadError {
+  return new PpaLoadError(
+    "CHART",
+    `ChartMuseum at ${target.host} did not answer ${method} ${redactUrl(target.href)} within ${formatSeconds(ms)}`,
+    {
+      hint: "check that the server is running and reachable; the limit is twice --request-timeout",
+    },
+  );
 }

@@ -509,7 +509,7 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
     )
     .option(
       "--request-timeout <seconds>",
-      "fail a registry request that sends and receives nothing for this long, or a non-blob response that takes twice this long; at most 2147483 (default: 120)",
+      "fail a registry request that sends and receives nothing for this long, or a non-blob response, token request or ChartMuseum request that takes twice this long; at most 2147483 (default: 120)",
       (value: string) => {
         const seconds = positiveNumber("--request-timeout")(value);
         if (seconds > maxTimeoutSeconds) {

@@ -1,6 +1,7 @@
 import { type HttpResponse, httpRequest, redirectOf } from "./http.js";
 
 import { PpaLoadError, errorMessage } from "../errors.js";
+import { formatSeconds } from "../text.js";
 import type { Credentials } from "./credentials.js";
 import { redactUrl } from "./errors.js";
 import { type Transport, isLoopbackHost } from "./transport.js";
@@ -97,7 +98,11 @@ export async function fetchToken(
   challenge: Challenge,
   scopes: string[],
   credentials: Credentials | undefined,
-  options: { transport?: Transport } = {},
+  options: {
+    transport?: Transport;
+    /** Time the request may take in all, redirects and body included. Default 240000. */
+    timeoutMs?: number;
+  } = {},
 ): Promise<{ token: string; expiresAt: number }> {
   const realm = challenge.params.realm;
   if (!realm) {
@@ -143,7 +148,8 @@ export async function fetchToken(
       ? basicHeader(credentials)
       : undefined;
   const origin = url.origin;
-  const signal = AbortSignal.timeout(tokenTimeoutMs);
+  const timeoutMs = options.timeoutMs ?? defaultTokenTimeoutMs;
+  const signal = AbortSignal.timeout(timeoutMs);
   let response: HttpResponse;
   for (let redirects = 0; ; redirects++) {
     try {
@@ -157,6 +163,7 @@ export async function fetchToken(
         signal,
       });
     } catch (error) {
+      if (signal.aborted) throw tokenTimedOut(url, timeoutMs);
       throw new PpaLoadError(
         "REGISTRY",
         `cannot reach the token service at ${redactUrl(url.toString())}: ${errorMessage(error)}`,
@@ -206,7 +213,9 @@ export async function fetchToken(
       },
     );
   }
-  const text = await readTokenBody(response, url);
+  const text = await readTokenBody(response, url).catch((error) => {
+    throw signal.aborted ? tokenTimedOut(url, timeoutMs) : error;
+  });
   let body: unknown;
   try {
     body = JSON.parse(text);
@@ -251,8 +260,22 @@ export async function fetchToken(
 /** Redirects followed per token request. */
 const maxTokenRedirects = 10;
 
-/** Time a token request may take in all, redirects and body included. */
-const tokenTimeoutMs = 120_000;
+/**
+ * Time a token request may take in all, redirects and body included, when
+ * the caller sets none: twice the registry client's default idle timeout,
+ * the limit its other responses that are not blobs get.
+ */
+const defaultTokenTimeoutMs = 240_000;
+
+function tokenTimedOut(url: URL, timeoutMs: number): PpaLoadError {
+  return new PpaLoadError(
+    "REGISTRY",
+    `the token service at ${redactUrl(url.toString())} did not answer within ${formatSeconds(timeoutMs)}`,
+    {
+      hint: "check that this machine can reach the token service the registry names; the limit is twice --request-timeout",
+    },
+  );
+}
 
 /** Largest token response read; tokens are a few KiB. */
 const maxTokenBodyBytes = 1024 * 1024;

@@ -1104,6 +1104,7 @@ export class RegistryClient {
     if (!cached || cached.expiresAt <= Date.now()) {
       cached = await fetchToken(challenge, scopes, this.#credentials, {
         transport: this.#transport,
+        timeoutMs: 2 * this.#idleTimeoutMs,
       });
       this.#tokens.set(key, cached);
     }

@@ -442,6 +442,33 @@ describe("uploadToChartMuseum", () => {
     expect(error.hint).toContain("running");
   });
 
+  it("times out on a silent server", async () => {
+    // The server reads the upload and never responds.
+    const silent = createServer((request) => request.resume());
+    await new Promise<void>((resolve) =>
+      silent.listen(0, "127.0.0.1", resolve),
+    );
+    servers.push({
+      close: () =>
+        new Promise<void>((resolve) => {
+          silent.closeAllConnections();
+          silent.close(() => resolve());
+        }),
+    });
+    const { port } = silent.address() as AddressInfo;
+
+    const error = await uploadError(
+      { url: `http://127.0.0.1:${port}` },
+      demoChart(),
+      { timeoutMs: 300 },
+    );
+
+    expect(error.code).toBe("CHART");
+    expect(error.message).toContain("did not answer POST");
+    expect(error.message).toContain("within 0.3 s");
+    expect(error.hint).toContain("--request-timeout");
+  });
+
   it("rejects a non-chart before sending", async () => {
     const server = await museum();
 

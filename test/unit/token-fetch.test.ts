@@ -67,6 +67,21 @@ describe("fetchToken", () => {
     expect(other.requests[0].headers.authorization).toBeUndefined();
   });
 
+  it("times out on a silent token service", async () => {
+    const service = await tokenService(() => undefined);
+
+    const error = await fetchToken(
+      challengeFor(`${service.url}/token`),
+      [],
+      credentials,
+      { timeoutMs: 300 },
+    ).catch((caught: unknown) => caught);
+
+    expect(error).toBeInstanceOf(PpaLoadError);
+    expect((error as PpaLoadError).message).toContain("did not answer within");
+    expect((error as PpaLoadError).hint).toContain("--request-timeout");
+  });
+
   it("rejects JSON without a token string", async () => {
     const service = await tokenService((_request, response) =>
       response.end("null"),
