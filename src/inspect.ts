@@ -27,6 +27,10 @@ import type {
   TarballRecord,
 } from "./plan.js";
 import { checkHost, checkRepositoryPath } from "./reference.js";
+import {
+  trackTemporaryFolder,
+  untrackTemporaryFolder,
+} from "./temporary-folders.js";
 
 export type { InspectedChart, InspectedValueChange } from "./inspect/charts.js";
 
@@ -216,6 +220,7 @@ export async function inspectArchive(
   };
 
   const folder = await mkdtemp(join(tmpdir(), "ppa-load-inspect-"));
+  trackTemporaryFolder(folder);
   try {
     const stager = new ChartStager(folder);
     const layers = new LayerMeasurements();
@@ -279,6 +284,7 @@ export async function inspectArchive(
     return result;
   } finally {
     await rm(folder, { recursive: true, force: true });
+    untrackTemporaryFolder(folder);
   }
 }
 

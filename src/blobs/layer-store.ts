@@ -1,5 +1,5 @@
 import { createHash, type Hash } from "node:crypto";
-import { createReadStream, createWriteStream, rmSync } from "node:fs";
+import { createReadStream, createWriteStream } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { PassThrough, Readable, type Transform, Writable } from "node:stream";
@@ -7,6 +7,10 @@ import { pipeline } from "node:stream/promises";
 import zlib, { createGunzip } from "node:zlib";
 
 import { PpaLoadError } from "../errors.js";
+import {
+  trackTemporaryFolder,
+  untrackTemporaryFolder,
+} from "../temporary-folders.js";
 import type { BlobSource } from "./blob.js";
 import { createParallelGzip } from "./gzip.js";
 
@@ -57,24 +61,6 @@ export interface LayerHandle {
  * about three times the largest layer while compression catches up.
  */
 const minWaitingLimit = 16 * 1024 * 1024;
-
-/** Temporary folders of every LayerStore in the process that are not yet removed. */
-const liveFolders = new Set<string>();
-
-/**
- * Removes every layer store's temporary folder at once, for a process that
- * is about to exit without waiting for its stores to clean up (a second
- * Ctrl-C). Returns how many folders it removed.
- */
-export function removeTemporaryFoldersNow(): number {
-  let removed = 0;
-  for (const folder of liveFolders) {
-    rmSync(folder, { recursive: true, force: true });
-    liveFolders.delete(folder);
-    removed += 1;
-  }
-  return removed;
-}
 
 /**
  * Turns layer files into registry blobs as they stream past: hashes each
@@ -189,7 +175,7 @@ export class LayerStore {
     const folder = await this.#folderMade?.catch(() => undefined);
     if (folder) {
       await rm(folder, { recursive: true, force: true });
-      liveFolders.delete(folder);
+      untrackTemporaryFolder(folder);
     }
     this.#folder = undefined;
     this.#folderMade = undefined;
@@ -205,7 +191,7 @@ export class LayerStore {
     // One promise, so that layers stored at the same time share one folder.
     this.#folderMade ??= mkdtemp(join(this.#options.tempDir, "ppa-load-")).then(
       (folder) => {
-        liveFolders.add(folder);
+        trackTemporaryFolder(folder);
         return folder;
       },
     );

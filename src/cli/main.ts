@@ -12,7 +12,7 @@ import { text } from "node:stream/consumers";
 import { ExitCode, PpaLoadError } from "../errors.js";
 import type { ImportResult } from "../events.js";
 import { type ImportOptions, checkOptions, importArchive } from "../import.js";
-import { removeTemporaryFoldersNow } from "../blobs/layer-store.js";
+import { removeTemporaryFoldersNow } from "../temporary-folders.js";
 import { ImportSession } from "../session.js";
 import { countOf, printable } from "../text.js";
 import { dryRunImport } from "../dry-run.js";
@@ -149,27 +149,32 @@ async function readCaCert(path: string): Promise<Buffer> {
 /**
  * Turns the first SIGINT or SIGTERM into a cancellation, so that uploads
  * stop, temporary files are removed and the summary is printed. A second
- * signal exits at once. Returns a function that removes the handlers.
+ * signal removes the temporary folders and exits at once. Returns a
+ * function that removes the handlers.
  */
 function cancelOnSignals(
   controller: AbortController,
   stderr: NodeJS.WriteStream,
+  command: "import" | "inspect" = "import",
 ): () => void {
+  const noun = command === "import" ? "import" : "inspection";
   let received = 0;
   const onSignal = (signal: NodeJS.Signals) => {
     received += 1;
     if (received > 1) {
       const removed = removeTemporaryFoldersNow();
       stderr.write(
-        `${signal} again: quitting at once${removed > 0 ? `, after removing ${countOf(removed, "temporary folder")}` : ""}; run the same command again to finish the import\n`,
+        `${signal} again: quitting at once${removed > 0 ? `, after removing ${countOf(removed, "temporary folder")}` : ""}${command === "import" ? "; run the same command again to finish the import" : ""}\n`,
       );
       process.exit(ExitCode.interrupted);
     }
     stderr.write(
-      `\n${signal}: stopping after the requests in flight; send it again to quit at once\n`,
+      command === "import"
+        ? `\n${signal}: stopping after the requests in flight; send it again to quit at once\n`
+        : `\n${signal}: stopping the inspection; send it again to quit at once\n`,
     );
     controller.abort(
-      new PpaLoadError("ABORTED", `the import was stopped by ${signal}`),
+      new PpaLoadError("ABORTED", `the ${noun} was stopped by ${signal}`),
     );
   };
   process.on("SIGINT", onSignal);
@@ -608,23 +613,9 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
     )
     .action(async (flags) => {
       // The first signal stops the reading, which removes the temporary
-      // folder; a second one ends the process as usual.
+      // folder. A second one removes it and exits at once.
       const controller = new AbortController();
-      const onSignal = (signal: NodeJS.Signals) => {
-        removeHandlers();
-        controller.abort(
-          new PpaLoadError(
-            "ABORTED",
-            `the inspection was stopped by ${signal}`,
-          ),
-        );
-      };
-      const removeHandlers = () => {
-        process.off("SIGINT", onSignal);
-        process.off("SIGTERM", onSignal);
-      };
-      process.on("SIGINT", onSignal);
-      process.on("SIGTERM", onSignal);
+      const removeHandlers = cancelOnSignals(controller, io.stderr, "inspect");
       try {
         setExit(await runInspect(flags, io, controller.signal));
       } finally {

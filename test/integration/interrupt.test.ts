@@ -223,4 +223,38 @@ describe("interrupted inspect", () => {
     expect(stderr).toContain("stopped by SIGINT");
     expect(await readdir(temp)).toEqual([]);
   }, 60_000);
+
+  it("removes its temporary folder on a second signal", async () => {
+    const folder = await mkdtemp(join(tmpdir(), "ppa-load-interrupt-"));
+    const archive = await largeArchive(folder);
+    const temp = join(folder, "tmp");
+    await mkdir(temp);
+
+    const child = spawn(
+      process.execPath,
+      [join(repoRoot, "bin/ppa-load.js"), "inspect", "--archive", archive],
+      {
+        cwd: folder,
+        env: { ...process.env, TMPDIR: temp },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    let stderr = "";
+    child.stderr.on("data", (chunk) => (stderr += chunk));
+    const closed = new Promise<number | null>((resolve) =>
+      child.on("close", (code) => resolve(code)),
+    );
+    while ((await readdir(temp)).length === 0 && child.exitCode === null) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    // Two different signals, because a second SIGINT that arrives while the
+    // first is pending merges with it.
+    child.kill("SIGINT");
+    child.kill("SIGTERM");
+    const code = await closed;
+
+    expect(code, stderr).toBe(130);
+    expect(stderr).toContain("again: quitting at once");
+    expect(await readdir(temp)).toEqual([]);
+  }, 60_000);
 });
