@@ -7,6 +7,7 @@ export type ErrorCode =
   | "IMAGE_TARBALL_INVALID"
   | "MANIFEST_INVALID"
   | "PLAN_INVALID"
+  /** Not raised: an invalid target is PLAN_INVALID. Kept for programs that match on it. */
   | "REFERENCE_INVALID"
   | "CREDENTIALS"
   | "DOCKER"
