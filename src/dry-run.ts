@@ -17,6 +17,12 @@ export interface TagCheck {
   target: string;
   /** The digest the tag points at now, or null when it does not exist. */
   currentDigest: string | null;
+  /**
+   * For an image tag that exists: the config digest (image ID) of the image
+   * it points at now. Null for a new tag, a manifest list tag, or a tag that
+   * points at something other than an image manifest.
+   */
+  currentImage: string | null;
 }
 
 /** Result of `dryRunImport`: the inspection, and the state of the destination. */
@@ -111,6 +117,7 @@ export async function dryRunImport(
       signal: options.signal,
     });
     const tags: TagCheck[] = [];
+    const images = new Set<unknown>(inspection.references);
     for (const item of [...inspection.references, ...inspection.lists]) {
       const prefix = isRegistry(registry) ? `${registry}/` : "";
       const repository = item.repository.startsWith(prefix)
@@ -119,11 +126,36 @@ export async function dryRunImport(
       const current = client
         ? (await client.headManifest(repository, item.tag))?.digest
         : await layout!.getTagDigest(repository, item.tag);
-      tags.push({ target: item.target, currentDigest: current ?? null });
+      let currentImage: string | null = null;
+      if (current && images.has(item)) {
+        const manifest = client
+          ? (await client.getManifest(repository, current)).body
+          : await layout!.readManifest(current);
+        currentImage = manifest ? configDigestOf(manifest) : null;
+      }
+      tags.push({
+        target: item.target,
+        currentDigest: current ?? null,
+        currentImage,
+      });
     }
     emit({ type: "phase", phase: "done", message: "done" });
     return { inspection, destination, credentials, tags };
   } finally {
     client?.close();
+  }
+}
+
+/** Returns the config digest of an image manifest, or null for anything else. */
+function configDigestOf(manifest: Buffer): string | null {
+  try {
+    const digest = (
+      JSON.parse(manifest.toString("utf8")) as {
+        config?: { digest?: unknown };
+      }
+    ).config?.digest;
+    return typeof digest === "string" ? digest : null;
+  } catch {
+    return null;
   }
 }

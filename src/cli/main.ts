@@ -318,7 +318,7 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
             json
               ? `${JSON.stringify({ ...checked, exitCode })}\n`
               : printable(
-                  `${formatInspection(checked.inspection)}\n${formatDryRun(checked)}\n`,
+                  `${formatInspection(checked.inspection)}\n${formatDryRun(checked, { noOverwrite: common.noOverwrite, docker: common.docker })}\n`,
                 ),
           );
           outcomes.push({ archive, exitCode });

@@ -2,7 +2,7 @@ import { countOf } from "../text.js";
 
 import { PpaLoadError, errorMessage } from "../errors.js";
 import { type ImportResult, formatPlatform } from "../events.js";
-import type { DryRunResult } from "../dry-run.js";
+import type { DryRunResult, TagCheck } from "../dry-run.js";
 import { formatSize } from "./format.js";
 
 /** Formats an error for standard error: message, each problem, and the hint. */
@@ -130,19 +130,57 @@ export function formatBulkSummary(
   return lines.join("\n");
 }
 
-/** Formats what a dry run found at the destination, after the inspection. */
-export function formatDryRun(result: DryRunResult): string {
+/**
+ * Formats what a dry run found at the destination, after the inspection:
+ * for each tag, whether it exists and what an import with these options
+ * would do to it.
+ */
+export function formatDryRun(
+  result: DryRunResult,
+  options: { noOverwrite?: boolean; docker?: boolean } = {},
+): string {
   const lines = [
     `Destination: ${result.destination}${result.credentials ? `, with the credentials from ${result.credentials}` : ""}`,
   ];
   if (result.tags.length > 0) lines.push("Tags:");
+  const planned = new Map(
+    result.inspection.references.map((item) => [item.target, item.imageId]),
+  );
   for (const tag of result.tags) {
     lines.push(
-      tag.currentDigest
-        ? `  ${tag.target}  exists at ${tag.currentDigest}; an import keeps it when the image is unchanged, and moves it otherwise`
-        : `  ${tag.target}  new`,
+      `  ${tag.target}  ${tagOutcome(tag, planned.get(tag.target), options)}`,
     );
   }
   lines.push("Nothing was uploaded, tagged or written (--dry-run).");
   return lines.join("\n");
+}
+
+/**
+ * Describes what an import would do to an existing tag. The direct path
+ * with --no-overwrite fails a tag whose manifest digest would change, and
+ * the Docker path one whose image ID would change.
+ */
+function tagOutcome(
+  tag: TagCheck,
+  plannedImage: string | undefined,
+  options: { noOverwrite?: boolean; docker?: boolean },
+): string {
+  if (!tag.currentDigest) return "new";
+  const exists = `exists at ${tag.currentDigest}`;
+  if (tag.currentImage && plannedImage && tag.currentImage !== plannedImage) {
+    return options.noOverwrite
+      ? `${exists} with another image; --no-overwrite fails it`
+      : `${exists} with another image; an import moves it`;
+  }
+  if (tag.currentImage && plannedImage) {
+    if (options.docker) {
+      return `${exists} with the same image; an import pushes it again`;
+    }
+    return options.noOverwrite
+      ? `${exists} with the same image; --no-overwrite fails it unless the import writes the same manifest, as one with the same compression settings does`
+      : `${exists} with the same image; an import keeps it when the manifest is unchanged, and moves it to the new manifest otherwise`;
+  }
+  return options.noOverwrite
+    ? `${exists}; --no-overwrite fails it unless the import writes the same digest`
+    : `${exists}; an import keeps it when the image is unchanged, and moves it otherwise`;
 }

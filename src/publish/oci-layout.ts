@@ -37,6 +37,8 @@ const INDEX_LOCK_FILE = ".index.json.lock";
 /** Age after which a lock is taken to be left by a process that died. */
 const staleLockMs = 30_000;
 const LAYOUT_VERSION = "1.0.0";
+/** Largest manifest read back; registries limit manifests to 4 MiB. */
+const maxManifestBytes = 4 * 1024 * 1024;
 /** The index.json annotation that names a reference, per the OCI image spec. */
 export const REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name";
 
@@ -212,6 +214,17 @@ export class OciLayoutTarget implements PublishTarget {
     return this.#serialise(() =>
       this.#storeManifest(repository, reference, mediaType, body),
     );
+  }
+
+  /**
+   * Returns the bytes of a manifest blob, or undefined when the layout does
+   * not have it or it is larger than a manifest can be (4 MiB).
+   */
+  async readManifest(digest: string): Promise<Buffer | undefined> {
+    const file = join(this.#blobFolder, digestHex(digest));
+    const found = await statIfExists(file);
+    if (!found?.isFile() || found.size > maxManifestBytes) return undefined;
+    return readFile(file);
   }
 
   getTagDigest(repository: string, tag: string): Promise<string | undefined> {

@@ -93,6 +93,22 @@ describe.skipIf(!ready)("import --dry-run", () => {
     for (const tag of result.tags) {
       expect(tag.currentDigest).toMatch(/^sha256:[0-9a-f]{64}$/);
     }
+    const [reference] = result.inspection.references;
+    const imageTag = result.tags.find(
+      (tag: { target: string }) => tag.target === reference.target,
+    );
+    expect(imageTag.currentImage).toBe(reference.imageId);
+    const listTag = result.tags.find(
+      (tag: { target: string }) => tag.target !== reference.target,
+    );
+    expect(listTag.currentImage).toBeNull();
+
+    const text = await dryRun(namespace, ["--no-overwrite"]);
+
+    expect(text.code).toBe(0);
+    expect(text.stdout).toContain(
+      `${reference.target}  exists at ${imageTag.currentDigest} with the same image; --no-overwrite fails it unless`,
+    );
   });
 
   it("fails on rejected credentials", async () => {

@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
 
 import { formatInspection } from "../../src/cli/inspect-command.js";
+import { formatDryRun } from "../../src/cli/render.js";
+import type { DryRunResult, TagCheck } from "../../src/dry-run.js";
 import type { InspectResult } from "../../src/inspect.js";
 
 const imageId = `sha256:${"ab".repeat(32)}`;
@@ -158,5 +160,88 @@ describe("formatInspection", () => {
       "  second problem",
       "The archive cannot be imported as it is, because of 2 problems.",
     ]);
+  });
+});
+
+describe("formatDryRun", () => {
+  const otherImageId = `sha256:${"cd".repeat(32)}`;
+  const digest = `sha256:${"ef".repeat(32)}`;
+  const target = (tag: string) => `registry.example.com/team/app:${tag}`;
+
+  function dryRun(tags: TagCheck[]): DryRunResult {
+    const reference = (tag: string) => ({
+      target: target(tag),
+      repository: "registry.example.com/team/app",
+      tag,
+      source: `app:${tag}`,
+      declaredAs: null,
+      tarball: "images/app.tar",
+      imageId,
+      platform: { os: "linux", architecture: "amd64" },
+      pullRepository: null,
+    });
+    return {
+      inspection: result({
+        references: ["new", "same", "changed"].map(reference),
+      }),
+      destination: "registry https://registry.example.com",
+      credentials: null,
+      tags,
+    };
+  }
+
+  const tags: TagCheck[] = [
+    { target: target("new"), currentDigest: null, currentImage: null },
+    { target: target("same"), currentDigest: digest, currentImage: imageId },
+    {
+      target: target("changed"),
+      currentDigest: digest,
+      currentImage: otherImageId,
+    },
+    { target: target("list"), currentDigest: digest, currentImage: null },
+  ];
+
+  it("says what an import does to each tag", () => {
+    const lines = formatDryRun(dryRun(tags)).split("\n");
+
+    expect(lines).toContain(`  ${target("new")}  new`);
+    expect(lines).toContain(
+      `  ${target("same")}  exists at ${digest} with the same image; an import keeps it when the manifest is unchanged, and moves it to the new manifest otherwise`,
+    );
+    expect(lines).toContain(
+      `  ${target("changed")}  exists at ${digest} with another image; an import moves it`,
+    );
+    expect(lines).toContain(
+      `  ${target("list")}  exists at ${digest}; an import keeps it when the image is unchanged, and moves it otherwise`,
+    );
+  });
+
+  it("predicts --no-overwrite failures", () => {
+    const lines = formatDryRun(dryRun(tags), { noOverwrite: true }).split("\n");
+
+    expect(lines).toContain(
+      `  ${target("changed")}  exists at ${digest} with another image; --no-overwrite fails it`,
+    );
+    expect(
+      lines.find((line) => line.startsWith(`  ${target("same")}`)),
+    ).toContain(
+      "--no-overwrite fails it unless the import writes the same manifest",
+    );
+    expect(
+      lines.find((line) => line.startsWith(`  ${target("list")}`)),
+    ).toContain(
+      "--no-overwrite fails it unless the import writes the same digest",
+    );
+  });
+
+  it("keeps the same image on the Docker path", () => {
+    const lines = formatDryRun(dryRun(tags), {
+      noOverwrite: true,
+      docker: true,
+    }).split("\n");
+
+    expect(lines).toContain(
+      `  ${target("same")}  exists at ${digest} with the same image; an import pushes it again`,
+    );
   });
 });
