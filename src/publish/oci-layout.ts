@@ -37,7 +37,7 @@ const INDEX_LOCK_FILE = ".index.json.lock";
 /** Age after which a lock is taken to be left by a process that died. */
 const staleLockMs = 30_000;
 const LAYOUT_VERSION = "1.0.0";
-/** Largest manifest read back; registries limit manifests to 4 MiB. */
+/** Largest manifest read back, the limit of Docker Distribution (4 MiB). */
 const maxManifestBytes = 4 * 1024 * 1024;
 /** The index.json annotation that names a reference, per the OCI image spec. */
 export const REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name";
