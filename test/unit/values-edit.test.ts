@@ -433,4 +433,22 @@ describe("readYamlValue and hasYamlPath", () => {
     expect(hasYamlPath(text, ["empty"])).toBe(true);
     expect(hasYamlPath(text, ["image", "tag"])).toBe(false);
   });
+
+  it("reads each text's own values in turn", () => {
+    const first = "image:\n  repository: first\n";
+    const second = "image:\n  repository: second\n";
+    const path = ["image", "repository"];
+
+    expect(readYamlValue(first, path)).toEqual({ found: true, value: "first" });
+    expect(readYamlValue(second, path)).toEqual({
+      found: true,
+      value: "second",
+    });
+    expect(readYamlValue(first, path)).toEqual({ found: true, value: "first" });
+    expect(editYamlScalars(second, [set("image.repository", "x")]).text).toBe(
+      "image:\n  repository: x\n",
+    );
+    expect(() => readYamlValue("a: b: c\n", path)).toThrow(InvalidYamlError);
+    expect(() => hasYamlPath("a: b: c\n", path)).toThrow(InvalidYamlError);
+  });
 });
