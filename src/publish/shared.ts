@@ -45,7 +45,12 @@ export function reportFailure(
   emit({ type: "failure", failure });
 }
 
-/** Runs `task` for each item, `concurrency` at a time, stopping when `signal` aborts. */
+/**
+ * Runs `task` for each item, `concurrency` at a time. No task starts after
+ * `signal` aborts or a task rejects, and the tasks already running are
+ * waited for, so that none of them reports anything after this returns.
+ * Then it rejects with the first task's error, or with the abort reason.
+ */
 export async function forEachConcurrently<T>(
   items: T[],
   concurrency: number,
@@ -53,14 +58,26 @@ export async function forEachConcurrently<T>(
   signal?: AbortSignal,
 ): Promise<void> {
   const queue = [...items];
+  let failed = false;
   const work = async () => {
     for (let item = queue.shift(); item !== undefined; item = queue.shift()) {
-      signal?.throwIfAborted();
-      await task(item);
+      if (failed || signal?.aborted) return;
+      try {
+        await task(item);
+      } catch (error) {
+        failed = true;
+        throw error;
+      }
     }
   };
   const workers = Math.max(1, Math.min(concurrency, queue.length));
-  await Promise.all(Array.from({ length: workers }, work));
+  const settled = await Promise.allSettled(
+    Array.from({ length: workers }, work),
+  );
+  for (const outcome of settled) {
+    if (outcome.status === "rejected") throw outcome.reason;
+  }
+  signal?.throwIfAborted();
 }
 
 /**
