@@ -96,6 +96,8 @@ export async function dryRunImport(
       message: `checking ${destination}`,
     });
     await client?.ping();
+    // A loopback registry may have turned out to speak HTTPS.
+    if (client) destination = `registry ${client.baseUrl}`;
     if (options.chartMuseum) {
       await checkChartMuseum({
         ...options.chartMuseum,

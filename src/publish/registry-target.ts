@@ -23,7 +23,6 @@ export interface RegistryTargetOptions {
  * have resolved.
  */
 export class RegistryTarget implements PublishTarget {
-  readonly description: string;
   readonly isRemote = true;
   readonly #client: RegistryClient;
   readonly #chunkSize?: number;
@@ -31,7 +30,11 @@ export class RegistryTarget implements PublishTarget {
   constructor(client: RegistryClient, options: RegistryTargetOptions = {}) {
     this.#client = client;
     this.#chunkSize = options.chunkSize;
-    this.description = `registry ${client.baseUrl}`;
+  }
+
+  /** `registry SCHEME://HOST[:PORT]`, with the scheme that `check` settled on. */
+  get description(): string {
+    return `registry ${this.#client.baseUrl}`;
   }
 
   /**

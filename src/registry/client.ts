@@ -45,7 +45,10 @@ export interface RetryInfo {
 export interface RegistryClientOptions {
   /** `HOST[:PORT]` of the registry. */
   registry: string;
-  /** Defaults to `http` for loopback hosts and `https` for all others. */
+  /**
+   * Defaults to `https`, and for loopback hosts to `http` until `ping`
+   * finds that the registry speaks HTTPS.
+   */
   scheme?: "http" | "https";
   credentials?: Credentials;
   /** PEM certificates of a private CA (`--ca-cert`), trusted in addition to Node's default CAs. */
@@ -342,8 +345,10 @@ export function isConnectionError(error: unknown): boolean {
  */
 export class RegistryClient {
   readonly registry: string;
-  readonly baseUrl: string;
-  readonly #origin: string;
+  #baseUrl: string;
+  #origin: string;
+  /** Whether the scheme is the plain-HTTP default of a loopback host, which `ping` may change. */
+  #loopbackDefault: boolean;
   readonly #credentials?: Credentials;
   readonly #transport: Transport;
   readonly #retry: Required<RetryOptions>;
@@ -358,11 +363,11 @@ export class RegistryClient {
 
   constructor(options: RegistryClientOptions) {
     this.registry = options.registry;
-    const scheme =
-      options.scheme ??
-      (isLoopbackRegistry(options.registry) ? "http" : "https");
-    this.baseUrl = `${scheme}://${options.registry}`;
-    this.#origin = new URL(this.baseUrl).origin;
+    this.#loopbackDefault =
+      options.scheme === undefined && isLoopbackRegistry(options.registry);
+    const scheme = options.scheme ?? (this.#loopbackDefault ? "http" : "https");
+    this.#baseUrl = `${scheme}://${options.registry}`;
+    this.#origin = new URL(this.#baseUrl).origin;
     this.#credentials = options.credentials;
     this.#transport = new Transport({
       caCert: options.caCert,
@@ -386,10 +391,36 @@ export class RegistryClient {
     this.#transport.destroy();
   }
 
-  /** Checks that the registry answers the API and accepts the credentials. */
+  /** `SCHEME://HOST[:PORT]` of the registry. */
+  get baseUrl(): string {
+    return this.#baseUrl;
+  }
+
+  /**
+   * Checks that the registry answers the API and accepts the credentials. A
+   * loopback registry is tried with plain HTTP first, and with HTTPS when
+   * its response shows that the port speaks HTTPS. Docker also tries both
+   * schemes for these hosts.
+   */
   async ping(): Promise<void> {
-    const response = await this.#request("/v2/", { scopes: [] });
-    await this.#expect(response, [200], "GET", "/v2/");
+    try {
+      const response = await this.#request("/v2/", { scopes: [] });
+      await this.#expect(response, [200], "GET", "/v2/");
+    } catch (error) {
+      if (
+        !this.#loopbackDefault ||
+        !(error instanceof RegistryError) ||
+        error.status !== 400 ||
+        !error.speaksHttps
+      ) {
+        throw error;
+      }
+      this.#loopbackDefault = false;
+      this.#baseUrl = `https://${this.registry}`;
+      this.#origin = new URL(this.#baseUrl).origin;
+      const response = await this.#request("/v2/", { scopes: [] });
+      await this.#expect(response, [200], "GET", "/v2/");
+    }
   }
 
   async getManifest(
@@ -524,7 +555,7 @@ export class RegistryClient {
     await discard(response);
     const location = response.headers.get("location");
     if (location) {
-      await this.#request(new URL(location, this.baseUrl + path).href, {
+      await this.#request(new URL(location, this.#baseUrl + path).href, {
         method: "DELETE",
         scopes: pushScopes(repository),
         retry: false,
@@ -706,7 +737,7 @@ export class RegistryClient {
     signal: AbortSignal | undefined,
   ): Promise<UploadSession> {
     if (signal?.aborted) throw cancelled(this.registry);
-    const url = `${this.baseUrl}/v2/${repository}/blobs/uploads/`;
+    const url = `${this.#baseUrl}/v2/${repository}/blobs/uploads/`;
     const response = await this.#request(url, {
       method: "POST",
       scopes: pushScopes(repository),
@@ -1076,7 +1107,7 @@ export class RegistryClient {
     const body = method === "HEAD" ? "" : await response.text().catch(() => "");
     throw new RegistryError({
       method,
-      url: redactUrl(new URL(path, this.baseUrl).toString()),
+      url: redactUrl(new URL(path, this.#baseUrl).toString()),
       status: response.status,
       errors: decodeErrorBody(body),
       body,
@@ -1113,7 +1144,7 @@ export class RegistryClient {
 
   /** Sends a request, retrying 429, 500, 502, 503 and 504 a bounded number of times. */
   async #request(path: string, options: RequestOptions): Promise<HttpResponse> {
-    const url = /^https?:/.test(path) ? path : `${this.baseUrl}${path}`;
+    const url = /^https?:/.test(path) ? path : `${this.#baseUrl}${path}`;
     const method = options.method ?? "GET";
     const maxAttempts = options.retry === false ? 1 : this.#retry.maxAttempts;
     for (let attempt = 1; ; attempt++) {
@@ -1183,7 +1214,7 @@ export class RegistryClient {
     if (isNewChallenge && challenge.scheme === "bearer") {
       const warning = plainHttpRealmWarning(
         challenge.params.realm ?? "",
-        this.baseUrl,
+        this.#baseUrl,
         this.#credentials,
       );
       if (warning) this.#onWarning?.(warning);

@@ -17,6 +17,8 @@ export class RegistryError extends PpaLoadError {
   readonly url: string;
   readonly errors: RegistryErrorDetail[];
   readonly retryable: boolean;
+  /** Whether the response body reports that the request used plain HTTP on an HTTPS port. */
+  readonly speaksHttps: boolean;
 
   constructor(init: {
     method: string;
@@ -45,6 +47,7 @@ export class RegistryError extends PpaLoadError {
     this.url = init.url;
     this.errors = init.errors;
     this.retryable = retryableStatuses.has(init.status);
+    this.speaksHttps = isHttpToHttpsError(init.body ?? "");
   }
 
   /** Whether the registry answered with this error code. */
@@ -83,6 +86,17 @@ function collapse(text: string): string {
   return text.replace(/\s+/g, " ").trim().slice(0, maxBodyExcerpt);
 }
 
+/**
+ * Whether a response body reports that a plain-HTTP request reached an HTTPS
+ * port. Go's HTTPS servers, the distribution registry among them, send the
+ * first text, and nginx the second.
+ */
+export function isHttpToHttpsError(body: string): boolean {
+  return /client sent an http request to an https server|plain http request was sent to https port/i.test(
+    body,
+  );
+}
+
 function hintFor(
   status: number,
   errors: RegistryErrorDetail[],
@@ -90,9 +104,7 @@ function hintFor(
 ): string | undefined {
   const codes = new Set(errors.map((e) => e.code));
   const messages = errors.map((e) => e.message).join(" ");
-  // Go's HTTPS servers, the distribution registry among them, return this
-  // body for a plain-HTTP request.
-  if (/client sent an http request to an https server/i.test(body)) {
+  if (isHttpToHttpsError(body)) {
     return "the registry speaks HTTPS; leave out --insecure, and give --ca-cert if a private CA signed its certificate";
   }
   if (status === 401 || codes.has("UNAUTHORIZED")) {

@@ -1713,6 +1713,47 @@ describe("TLS and proxies", () => {
     expect(registry.requests).toHaveLength(0);
   });
 
+  it("switches a loopback registry to https when it asks", async () => {
+    const registry = await startRegistry({ key, cert });
+    // One port for both protocols, as Go's HTTPS servers answer plain HTTP
+    // with a 400 that names the mistake.
+    const plain = http.createServer((_request, response) => {
+      response.writeHead(400, { "content-type": "text/plain" });
+      response.end("Client sent an HTTP request to an HTTPS server.\n");
+    });
+    const front = net.createServer((socket) => {
+      socket.once("readable", () => {
+        const first: Buffer | null = socket.read(1);
+        if (first) socket.unshift(first);
+        // 0x16 starts a TLS handshake record.
+        const target = first?.[0] === 0x16 ? registry.server : plain;
+        target.emit("connection", socket);
+      });
+    });
+    await new Promise<void>((resolve) => front.listen(0, "127.0.0.1", resolve));
+    started.push({
+      close: () =>
+        new Promise<void>((resolve) => {
+          plain.closeAllConnections();
+          front.close(() => resolve());
+        }),
+    });
+    const port = (front.address() as net.AddressInfo).port;
+    const client = new RegistryClient({
+      registry: `localhost:${port}`,
+      caCert: cert,
+      env: {},
+    });
+
+    expect(client.baseUrl).toBe(`http://localhost:${port}`);
+    await client.ping();
+
+    expect(client.baseUrl).toBe(`https://localhost:${port}`);
+    await client.uploadBlob("ns/app", testBlob(randomBytes(100)));
+    expect(registry.blobs.size).toBe(1);
+    client.close();
+  });
+
   it("trusts caCert as string or buffer", async () => {
     const registry = await startRegistry({ key, cert });
     for (const caCert of [cert, Buffer.from(cert)]) {
