@@ -22,7 +22,7 @@ import {
 import { parseChartRegistry } from "./charts/oci-chart.js";
 import { type ChartPublishOptions, publishCharts } from "./charts/publish.js";
 import { ChartStager } from "./charts/stage.js";
-import { PpaLoadError, errorMessage } from "./errors.js";
+import { PpaLoadError, cancelledError, errorMessage } from "./errors.js";
 import type {
   EventListener,
   Failure,
@@ -186,6 +186,13 @@ export function checkOptions(options: ImportOptions): void {
   ) {
     problems.push(
       `invalid request timeout "${options.requestTimeoutMs}" ms: use at most ${2 ** 31 - 1} ms (24 days), the longest timer Node.js can set`,
+    );
+  }
+  if (options.caCert !== undefined && !hasPemCertificate(options.caCert)) {
+    problems.push(
+      typeof options.caCert === "string" && !options.caCert.includes("\n")
+        ? `caCert contains no PEM certificate: it takes the text of the certificates, and "${options.caCert.slice(0, 200)}" looks like a file path; read the file and pass its contents`
+        : 'caCert contains no PEM certificate (no "-----BEGIN CERTIFICATE-----" line)',
     );
   }
   const chunkSize = options.chunkSize;
@@ -434,6 +441,7 @@ async function importWithSession(
 ): Promise<ImportResult> {
   const started = Date.now();
   checkOptions(options);
+  if (options.signal?.aborted) throw cancelledError(options.signal);
   const outputDir = options.outputDir ?? resolve("ppa-import");
   const registry = options.registry;
   let layoutFolder: string | undefined;
@@ -652,7 +660,7 @@ async function importWithSession(
       // A chart written now would point at images that are not in the
       // registry, and could replace a good one from an earlier run.
       warn(
-        `${countOf(plan.charts.length, "chart")} not written, because ${countOf(result.failures.length, "image or list", "images or lists")} of this run failed; the files in ${stager.chartsDir} were left as they were. Run the import again once the failures are fixed`,
+        `${countOf(plan.charts.length, "chart")} not written, because ${countOf(result.failures.length, "image or list", "images or lists")} of this run failed; charts already in ${stager.chartsDir}, if any, were left as they were. Run the import again once the failures are fixed`,
       );
     } else {
       emit({
@@ -918,4 +926,9 @@ async function publishThroughDocker(
     options.signal?.throwIfAborted();
     await pushList(list, client, registry, result, emit, options.noOverwrite);
   }
+}
+
+/** Whether PEM text (`--ca-cert`, `caCert`) contains at least one certificate. */
+export function hasPemCertificate(pem: string | Buffer): boolean {
+  return pem.toString().includes("-----BEGIN CERTIFICATE-----");
 }

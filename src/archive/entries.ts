@@ -121,6 +121,8 @@ export async function* readArchiveEntries(
     fail(cancelledError(options.signal));
   };
   options.signal?.addEventListener("abort", onAbort, { once: true });
+  // A signal aborted before the call fires no event.
+  if (options.signal?.aborted) onAbort();
   let bytesRead = 0;
   const onBytesRead = options.onBytesRead;
   let counted: Readable = source;

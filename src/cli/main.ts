@@ -11,7 +11,12 @@ import { text } from "node:stream/consumers";
 
 import { ExitCode, PpaLoadError } from "../errors.js";
 import type { ImportResult } from "../events.js";
-import { type ImportOptions, checkOptions, importArchive } from "../import.js";
+import {
+  type ImportOptions,
+  checkOptions,
+  hasPemCertificate,
+  importArchive,
+} from "../import.js";
 import { removeTemporaryFoldersNow } from "../temporary-folders.js";
 import { ImportSession } from "../session.js";
 import { countOf, printable } from "../text.js";
@@ -135,8 +140,9 @@ async function readPassword(
 }
 
 async function readCaCert(path: string): Promise<Buffer> {
+  let pem: Buffer;
   try {
-    return await readFile(path);
+    pem = await readFile(path);
   } catch (error) {
     throw new PpaLoadError(
       "USAGE",
@@ -144,6 +150,16 @@ async function readCaCert(path: string): Promise<Buffer> {
       { hint: "give --ca-cert the path of a PEM file" },
     );
   }
+  if (!hasPemCertificate(pem)) {
+    throw new PpaLoadError(
+      "USAGE",
+      `--ca-cert ${path} contains no PEM certificate (no "-----BEGIN CERTIFICATE-----" line)`,
+      {
+        hint: "give the CA certificate in PEM form; convert a DER file with openssl x509 -inform der -in FILE -out ca.pem",
+      },
+    );
+  }
+  return pem;
 }
 
 /**

@@ -312,6 +312,31 @@ describe.skipIf(!ready)("several archives in one run", () => {
     expect(parseLines(json.stdout).at(-1).exitCode).toBe(2);
   });
 
+  it("exits 2 for a --ca-cert without PEM", async () => {
+    const cwd = await mkdtemp(join(tmpdir(), "ppa-load-output-"));
+    const notPem = join(cwd, "ca.cnf");
+    await writeFile(notPem, "[req]\ndistinguished_name = dn\n");
+
+    const run = await runCli(
+      [
+        "--archive",
+        join(corpusDir, mq),
+        "--namespace",
+        "ns",
+        "--registry",
+        "registry.example.com",
+        "--ca-cert",
+        notPem,
+      ],
+      { cwd },
+    );
+
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain(
+      `--ca-cert ${notPem} contains no PEM certificate`,
+    );
+  });
+
   it("exits 2 without an archive", async () => {
     const cwd = await mkdtemp(join(tmpdir(), "ppa-load-output-"));
 

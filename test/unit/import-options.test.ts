@@ -80,6 +80,32 @@ describe("importArchive option checks", () => {
     expect((error as Error).message).not.toContain("token-abc");
   });
 
+  it("rejects at once with an aborted signal", async () => {
+    const controller = new AbortController();
+    controller.abort();
+
+    const error = await importArchive({
+      archive: "/nonexistent/archive.tgz",
+      namespace: "team",
+      signal: controller.signal,
+    }).catch((caught: unknown) => caught);
+
+    expect(error).toMatchObject({ code: "ABORTED" });
+  });
+
+  it("rejects a CA certificate path given as caCert", async () => {
+    const error = await importArchive({
+      archive: "/nonexistent/archive.tgz",
+      namespace: "team",
+      registry: "registry.example.com",
+      caCert: "/etc/ssl/private-ca.pem",
+    }).catch((caught: unknown) => caught);
+
+    expect(error).toMatchObject({ code: "USAGE" });
+    expect((error as Error).message).toContain("caCert contains no PEM");
+    expect((error as Error).message).toContain("looks like a file path");
+  });
+
   it("rejects a missing temporary folder before reading", async () => {
     const folder = await mkdtemp(join(tmpdir(), "ppa-load-options-"));
     try {
