@@ -61,6 +61,10 @@ export class ImageTarballInspector {
   readonly #links = new Map<string, string>();
   readonly #onLayer: LayerConsumer | undefined;
   readonly #layerWork: Promise<void>[] = [];
+  /** Work on layers that were read into memory whole and are not yet consumed. */
+  readonly #bufferedLayerWork = new Set<Promise<void>>();
+  /** Whether the parser asked for a 'drain' before it takes more input. */
+  #parserFull = false;
   #layerError: unknown;
   #ended: Promise<void> | undefined;
   #metadataBytes = 0;
@@ -86,15 +90,27 @@ export class ImageTarballInspector {
     this.#parser.on("error", (error: Error) => (this.#parseError ??= error));
   }
 
-  /** Writes the next chunk of the tarball. Returns false when the caller should wait for `drained()`. */
+  /**
+   * Writes the next chunk of the tarball. Returns false when the caller
+   * should wait for `drained()`: the parser is full, or a small layer that
+   * was read into memory is still being consumed. Without the second wait,
+   * a tarball of many small layers would be read into memory whole.
+   */
   write(chunk: Buffer): boolean {
     this.#sample.add(chunk);
-    return this.#parser.write(chunk);
+    this.#parserFull = !this.#parser.write(chunk);
+    return !this.#parserFull && this.#bufferedLayerWork.size === 0;
   }
 
-  /** Resolves when the parser accepts more input. */
-  drained(): Promise<void> {
-    return new Promise((resolve) => this.#parser.once("drain", resolve));
+  /** Resolves when the parser accepts more input and no layer read into memory is waiting. */
+  async drained(): Promise<void> {
+    if (this.#parserFull) {
+      await new Promise((resolve) => this.#parser.once("drain", resolve));
+      this.#parserFull = false;
+    }
+    while (this.#bufferedLayerWork.size > 0) {
+      await Promise.race(this.#bufferedLayerWork);
+    }
   }
 
   /**
@@ -189,6 +205,10 @@ export class ImageTarballInspector {
       if (!Array.isArray(body)) (body as ReadEntry).resume();
     });
     this.#layerWork.push(work);
+    if (Array.isArray(body)) {
+      this.#bufferedLayerWork.add(work);
+      void work.finally(() => this.#bufferedLayerWork.delete(work));
+    }
   }
 
   /** Follows link entries to the file that holds the bytes. */

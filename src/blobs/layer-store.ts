@@ -84,7 +84,8 @@ export class LayerStore {
   #closed = false;
   /** Bytes of layers written as they came that wait for compression. */
   #waitingBytes = 0;
-  #roomFreed: (() => void) | undefined;
+  /** Layers waiting for room beside those waiting for compression. */
+  readonly #roomWaiters: (() => void)[] = [];
   /** Compressions run one at a time, each on every core. */
   readonly #compressions = new Queue();
   /** The temporary file of each blob that still has one. */
@@ -237,7 +238,8 @@ export class LayerStore {
         this.#compress(file, diffId, written, label).finally(() => {
           this.#waitingBytes -= waiting;
           this.#onDisk -= waiting;
-          this.#roomFreed?.();
+          // Every waiter checks again: the room freed may fit several.
+          for (const wake of this.#roomWaiters.splice(0)) wake();
         }),
       );
       return { sourceDigest: diffId, blob };
@@ -344,7 +346,7 @@ export class LayerStore {
   async #roomForMore(size: number): Promise<void> {
     const limit = Math.max(minWaitingLimit, this.#largestLayer);
     while (this.#waitingBytes > 0 && this.#waitingBytes + size > limit) {
-      await new Promise<void>((resolve) => (this.#roomFreed = resolve));
+      await new Promise<void>((resolve) => this.#roomWaiters.push(resolve));
     }
   }
 

@@ -11,6 +11,7 @@ import {
   dockerSaveTarball,
   helmChart,
   ppaArchive,
+  pseudoRandomBytes,
   tarEntries,
   type ImageSpec,
   type TarEntry,
@@ -469,5 +470,38 @@ describe.skipIf(env === undefined)("import of generated archives", () => {
     const config = await registry.configOf(`${namespace}/example/facts`, "1.0");
     expect(config.rootfs.diff_ids).toEqual(describeImage(spec).diffIds);
     expect(config.architecture).toBe("ppc64le");
+  }, 180_000);
+
+  it("imports an OCI save of many small layers", async () => {
+    // Layers of 4 MiB or less are read into memory whole, in an OCI save
+    // as in any other, and twenty of them exceed the 16 MiB that may wait
+    // for compression.
+    const namespace = uniqueNamespace("small-layers");
+    const layers = Array.from({ length: 20 }, (_, index) => ({
+      files: {
+        [`data/part-${index}`]: pseudoRandomBytes(`part-${index}`, 1200 * 1024),
+      },
+    }));
+    const spec: ImageSpec = { repoTags: ["example/layers:1.0"], layers };
+    const archive = await scratchArchive(
+      "layers.tgz",
+      ppaArchive({
+        images: [
+          {
+            path: "images/layers.tar",
+            body: dockerSaveTarball([spec], { format: "oci" }),
+          },
+        ],
+      }),
+    );
+
+    const run = await importFile(archive, namespace);
+
+    expect(run.code, run.stderr).toBe(0);
+    const config = await registry.configOf(
+      `${namespace}/example/layers`,
+      "1.0",
+    );
+    expect(config.rootfs.diff_ids).toEqual(describeImage(spec).diffIds);
   }, 180_000);
 });
