@@ -8,5 +8,19 @@ if (major < 22 || (major === 22 && minor < 12)) {
   process.exit(2);
 }
 
+// Node.js exits with 13 when the event loop runs empty while a top-level
+// await is pending: some step waited for work that could never finish. Its
+// own warning names only this file, so say what happened.
+let finished = false;
+process.on("exit", (code) => {
+  if (code === 13 && !finished) {
+    process.stderr.write(
+      "error: ppa-load stopped with its work unfinished, waiting for a step that could not go on (an internal error); nothing more was published\n" +
+        "hint: run the command again; if it stops the same way, report it with the output of --verbose\n",
+    );
+  }
+});
+
 const { main } = await import("../dist/cli/main.js");
 process.exitCode = await main(process.argv);
+finished = true;
