@@ -1,6 +1,6 @@
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, truncate } from "node:fs/promises";
 import { join } from "node:path";
 import { PassThrough, Readable, type Transform, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -248,18 +248,24 @@ export class LayerStore {
     // Stored as it is: uncompressed with --compression none, or already compressed.
     const output = hashingWriter(file);
     let diffId: string | undefined;
-    if (stored === "gzip") {
+    /** Digest of the bytes as the tarball stores them, which finds repeats. */
+    let storedDigest: string;
+    let digest: string;
+    let blobSize: number;
+    const decompressor =
+      stored === "tar" ? undefined : createLayerDecompressor(stored);
+    if (decompressor) {
       const inflated = createHash("sha256");
       const branch = new PassThrough();
       const inflate = pipeline(
         branch,
-        createGunzip({ chunkSize: 256 * 1024 }),
+        decompressor,
         tap((chunk) => inflated.update(chunk)),
         devNull(),
       ).catch((error) => {
         throw new PpaLoadError(
           "IMAGE_TARBALL_INVALID",
-          `${label}: the layer is gzip-compressed but does not decompress: ${(error as Error).message}`,
+          `${label}: the layer is ${stored}-compressed but does not decompress: ${(error as Error).message}`,
           { hint: "the tarball is damaged; save the image again" },
         );
       });
@@ -273,20 +279,34 @@ export class LayerStore {
         inflate,
       ]);
       diffId = `sha256:${inflated.digest("hex")}`;
+      storedDigest = output.digest();
+      digest = storedDigest;
+      blobSize = output.size();
+      // Bytes after the end of the compressed stream, such as zero padding,
+      // are left out of the blob: docker pull rejected a gzip layer with zero
+      // padding that docker load had accepted.
+      const streamLength = decompressor.bytesWritten;
+      if (streamLength < blobSize) {
+        await truncate(file, streamLength);
+        blobSize = streamLength;
+        digest = await fileDigest(file);
+      }
     } else {
       await pipeline(source, hashSource, output.tap, output.file);
-      // NOTE: a zstd layer's diff_id is not checked, because this Node.js has no zstd decoder.
+      // NOTE: a zstd layer's diff_id is not checked on Node.js before 22.15, which has no zstd decoder.
       diffId =
         stored === "tar" ? `sha256:${sourceHash.digest("hex")}` : undefined;
+      storedDigest = output.digest();
+      digest = storedDigest;
+      blobSize = output.size();
     }
-    this.#bytesWritten += output.size();
-    const digest = output.digest();
+    this.#bytesWritten += blobSize;
     return {
-      sourceDigest: stored === "tar" ? diffId! : digest,
+      sourceDigest: stored === "tar" ? diffId! : storedDigest,
       blob: Promise.resolve(
         this.#track(
           file,
-          fileBlob(file, digest, output.size(), mediaTypes[stored], {
+          fileBlob(file, digest, blobSize, mediaTypes[stored], {
             diffId,
             stored,
           }),
@@ -471,6 +491,35 @@ function teeTo(branch: Writable, onChunk: (chunk: Buffer) => void): Transform {
       callback();
     },
   });
+}
+
+/**
+ * Returns a stream that decompresses a layer stored with gzip or zstd, or
+ * undefined for zstd on Node.js before 22.15, which has no zstd decoder.
+ */
+export function createLayerDecompressor(
+  stored: "gzip" | "zstd",
+): (Transform & { bytesWritten: number }) | undefined {
+  if (stored === "gzip") return createGunzip({ chunkSize: 256 * 1024 });
+  const createZstd = (
+    zlib as {
+      createZstdDecompress?: (options: {
+        chunkSize: number;
+      }) => Transform & { bytesWritten: number };
+    }
+  ).createZstdDecompress;
+  return createZstd?.({ chunkSize: 256 * 1024 });
+}
+
+/** Returns the `sha256:` digest of a file's bytes. */
+async function fileDigest(file: string): Promise<string> {
+  const hash = createHash("sha256");
+  await pipeline(
+    createReadStream(file),
+    tap((chunk) => hash.update(chunk)),
+    devNull(),
+  );
+  return `sha256:${hash.digest("hex")}`;
 }
 
 function devNull(): Writable {

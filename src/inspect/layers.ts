@@ -1,13 +1,12 @@
 import { createHash } from "node:crypto";
 import { Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { createGunzip } from "node:zlib";
 
 import type {
   ImageTarballInspector,
   LayerConsumer,
 } from "../archive/image-tarball.js";
-import { storedFormat } from "../blobs/layer-store.js";
+import { createLayerDecompressor, storedFormat } from "../blobs/layer-store.js";
 import { PpaLoadError } from "../errors.js";
 import type { Plan } from "../plan.js";
 
@@ -15,9 +14,9 @@ import type { Plan } from "../plan.js";
 export interface MeasuredLayer {
   /** Format the tarball stores the layer in. */
   stored: "tar" | "gzip" | "zstd";
-  /** Bytes of the uncompressed layer tar; undefined for zstd. */
+  /** Bytes of the uncompressed layer tar; undefined for zstd without a zstd decoder. */
   size?: number;
-  /** `sha256:` digest of the uncompressed layer tar; undefined for zstd. */
+  /** `sha256:` digest of the uncompressed layer tar; undefined for zstd without a zstd decoder. */
   diffId?: string;
 }
 
@@ -58,10 +57,10 @@ export class LayerMeasurements {
 
 /**
  * Reads a layer to its end, hashing and counting its uncompressed bytes. A
- * gzip layer is inflated on the way. A zstd layer is only read, because an
- * import does not decompress it either (Node.js has a zstd decoder only
- * since 22.15), so both leave its diff_id unchecked. Throws the error an
- * import throws for a gzip layer that does not inflate.
+ * gzip or zstd layer is decompressed on the way, except zstd on Node.js
+ * before 22.15, which has no zstd decoder: such a layer is only read, and
+ * its diff_id stays unchecked, as in an import. Throws the error an import
+ * throws for a layer that does not decompress.
  */
 async function measureLayer(
   body: AsyncIterable<Buffer>,
@@ -90,17 +89,19 @@ async function measureLayer(
     size += chunk.length;
   };
 
-  if (stored === "zstd") {
+  const decompressor =
+    stored === "tar" ? undefined : createLayerDecompressor(stored);
+  if (stored === "zstd" && !decompressor) {
     for await (const _chunk of chunks);
     return { stored };
   }
-  if (stored === "tar") {
+  if (!decompressor) {
     for await (const chunk of chunks) count(chunk);
   } else {
     try {
       await pipeline(
         Readable.from(chunks, { objectMode: false }),
-        createGunzip({ chunkSize: 256 * 1024 }),
+        decompressor,
         new Writable({
           write(chunk: Buffer, _encoding, callback) {
             count(chunk);
@@ -111,7 +112,7 @@ async function measureLayer(
     } catch (error) {
       throw new PpaLoadError(
         "IMAGE_TARBALL_INVALID",
-        `${label}: the layer is gzip-compressed but does not decompress: ${(error as Error).message}`,
+        `${label}: the layer is ${stored}-compressed but does not decompress: ${(error as Error).message}`,
         { hint: "the tarball is damaged; save the image again" },
       );
     }

@@ -3,11 +3,17 @@ import { mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buffer } from "node:stream/consumers";
-import { gunzipSync, gzipSync } from "node:zlib";
+import zlib, { gunzipSync, gzipSync } from "node:zlib";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 
 import { LayerStore } from "../../src/blobs/layer-store.js";
 import { layerTar } from "../../testdata/generate.js";
+
+/** zstd compression, which Node.js has since 22.15. */
+const zstdCompressSync = (
+  zlib as { zstdCompressSync?: (data: Buffer) => Buffer }
+).zstdCompressSync;
+const hasZstd = zstdCompressSync !== undefined;
 
 function sha256(data: Buffer): string {
   return `sha256:${createHash("sha256").update(data).digest("hex")}`;
@@ -63,6 +69,40 @@ describe("LayerStore", () => {
     expect(blob.digest).toBe(sha256(gzipped));
     expect(blob.diffId).toBe(sha256(tar));
     expect((await buffer(blob.open())).equals(gzipped)).toBe(true);
+    await store.cleanup();
+  });
+
+  it("leaves zero padding after a gzip stream out", async () => {
+    const store = new LayerStore({ tempDir: folder, compression: "gzip" });
+    const tar = layerTar({ files: { "opt/app/bin": randomBytes(200_000) } });
+    const gzipped = gzipSync(tar);
+    const padded = Buffer.concat([gzipped, Buffer.alloc(3 * 64 * 1024 + 512)]);
+
+    const blob = await (
+      await store.add(chunks(padded), padded.length, "layer")
+    ).blob;
+
+    expect(blob.diffId).toBe(sha256(tar));
+    expect(blob.size).toBe(gzipped.length);
+    expect(blob.digest).toBe(sha256(gzipped));
+    expect((await buffer(blob.open())).equals(gzipped)).toBe(true);
+    await store.cleanup();
+  });
+
+  it.skipIf(!hasZstd)("checks a zstd layer's diff_id", async () => {
+    const store = new LayerStore({ tempDir: folder, compression: "gzip" });
+    const tar = layerTar({ files: { "opt/app/bin": randomBytes(100_000) } });
+    const compressed = zstdCompressSync!(tar);
+    const padded = Buffer.concat([compressed, Buffer.from("trailing")]);
+
+    const blob = await (
+      await store.add(chunks(padded), padded.length, "layer")
+    ).blob;
+
+    expect(blob.stored).toBe("zstd");
+    expect(blob.diffId).toBe(sha256(tar));
+    expect(blob.digest).toBe(sha256(compressed));
+    expect(blob.mediaType).toBe("application/vnd.oci.image.layer.v1.tar+zstd");
     await store.cleanup();
   });
 
