@@ -185,7 +185,14 @@ function trimKeys(file: ManifestFile, document: unknown): unknown {
       copies.set(value, out);
       for (const [key, item] of Object.entries(value as Json)) {
         const child = visit(item, depth + 1);
-        out[key.trim()] = child.copy;
+        // An own property even for `__proto__`, which as an assignment would
+        // replace the copy's prototype with the manifest's value.
+        Object.defineProperty(out, key.trim(), {
+          value: child.copy,
+          enumerable: true,
+          writable: true,
+          configurable: true,
+        });
         size = Math.min(size + child.size, MAX_MANIFEST_VALUES + 1);
       }
       copy = out;

@@ -96,6 +96,31 @@ describe("parseManifestYaml", () => {
     });
   });
 
+  it("keeps __proto__ keys as plain keys", () => {
+    const parsed = parseManifestYaml(
+      [
+        "__proto__:",
+        "  images:",
+        "    - image: a/hidden:1",
+        "images:",
+        "  - image: a/b:1",
+        "    references:",
+        "      - repository: a/b-amd64:1",
+        "        platform:",
+        "          architecture: amd64",
+        "          __proto__:",
+        "            variant: v8",
+        "",
+      ].join("\n"),
+    );
+
+    expect(parsed.images.map((image) => image.repository)).toEqual(["a/b"]);
+    expect(parsed.images[0].references[0].platform).toEqual({
+      os: "linux",
+      architecture: "amd64",
+    });
+  });
+
   it("joins an images key repeated once per image", () => {
     const text = `images:\n- image: a/one:1\ncharts: []\nimages:\n- image: a/two:2\n`;
 
