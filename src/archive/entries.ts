@@ -208,6 +208,22 @@ export async function* readArchiveEntries(
         entry.type !== "OldFile" &&
         entry.type !== "ContiguousFile"
       ) {
+        const kind = classifyEntry(path);
+        if (
+          (kind === "manifest.yaml" || kind === "manifest.json") &&
+          entry.type !== "Directory"
+        ) {
+          // Skipping it would import the archive as one without a manifest,
+          // under the names the tarballs carry.
+          entry.resume();
+          throw new PpaLoadError(
+            "ARCHIVE_UNREADABLE",
+            `${file}: ${path} is a ${describeEntryType(entry.type)}${entry.linkpath ? ` to ${entry.linkpath}` : ""}, not a file, so the manifest cannot be read`,
+            {
+              hint: "pack the archive again with the manifest stored as a file, e.g. with tar --dereference (-h)",
+            },
+          );
+        }
         if (entry.type !== "Directory") {
           options.onSkipped?.(path, `${entry.type} entries are not imported`);
         }
@@ -232,6 +248,12 @@ export async function* readArchiveEntries(
     // A failure also ends the reading, so that the file is closed.
     if (!finished || failure) source.destroy();
   }
+}
+
+function describeEntryType(type: string): string {
+  if (type === "SymbolicLink") return "symbolic link";
+  if (type === "Link") return "hard link";
+  return `${type} entry`;
 }
 
 /**

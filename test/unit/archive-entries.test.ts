@@ -42,4 +42,32 @@ describe("readArchiveEntries", () => {
 
     expect(paths).toEqual(["images/first.tar", "images/second.tar"]);
   }, 10_000);
+
+  it("rejects a manifest stored as a link", async () => {
+    const archive = join(folder, "linked-manifest.tgz");
+    await writeFile(
+      archive,
+      gzipDeterministic(
+        tarEntries([
+          { path: "ppa/manifest.json", body: "[]" },
+          {
+            path: "manifest.json",
+            type: "symlink",
+            linkpath: "ppa/manifest.json",
+          },
+        ]),
+      ),
+    );
+
+    const read = async () => {
+      for await (const entry of readArchiveEntries(archive)) entry.skip();
+    };
+
+    await expect(read()).rejects.toMatchObject({
+      code: "ARCHIVE_UNREADABLE",
+      message: expect.stringContaining(
+        "manifest.json is a symbolic link to ppa/manifest.json, not a file",
+      ),
+    });
+  });
 });
