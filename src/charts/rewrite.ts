@@ -28,6 +28,7 @@
  * header and body bytes, in the same order, and a changed values file gets
  * a new body and a header that differs only in its size and checksum.
  */
+import { posix } from "node:path";
 import { gzipSync, gunzipSync } from "node:zlib";
 
 import { Header, type HeaderData, Pax } from "tar";
@@ -271,9 +272,14 @@ class ChartFiles {
       );
     }
     this.layout = readTarLayout(this.tar, chartEntry);
-    for (const member of this.layout.members) {
-      if (!FILE_TYPES.has(member.typeKey)) continue;
-      const path = normalizedPath(member.path);
+    const members = this.layout.members.filter((member) =>
+      FILE_TYPES.has(member.typeKey),
+    );
+    const top = onlyChartTop(
+      members.map((member) => normalizedPath(member.path)),
+    );
+    for (const member of members) {
+      const path = helmPath(normalizedPath(member.path), top);
       this.#occurrences.set(path, [
         ...(this.#occurrences.get(path) ?? []),
         member,
@@ -305,17 +311,48 @@ class ChartFiles {
     return this.#texts.get(path);
   }
 
-  /** Checks whether any entry lies below a folder. */
+  /** Checks whether any file lies below a folder. */
   hasFolder(folder: string): boolean {
     const prefix = `${folder}/`;
-    return this.layout.members.some((member) =>
-      normalizedPath(member.path).startsWith(prefix),
-    );
+    return this.filePaths().some((path) => path.startsWith(prefix));
   }
 
   filePaths(): string[] {
     return [...this.#occurrences.keys()];
   }
+}
+
+/** Returns the top folder of the chart's Chart.yaml when exactly one top folder has one. */
+function onlyChartTop(paths: string[]): string | undefined {
+  const tops = new Set(
+    paths
+      .filter((path) => /^[^/]+\/Chart\.yaml$/.test(path))
+      .map((path) => path.split("/")[0]),
+  );
+  return tops.size === 1 ? [...tops][0] : undefined;
+}
+
+/**
+ * Returns the name Helm's chart loader gives a file, below the chart's top
+ * folder. The loader drops the first folder of each path, whatever its
+ * name, and cleans the rest, so `app/./values.yaml`, `app/x/../values.yaml`
+ * and `other/values.yaml` are all the chart's values.yaml, and the last of
+ * them is the one Helm uses. Paths that the loader skips or rejects (a file
+ * at the top, one that climbs out) keep their own name.
+ */
+function helmPath(path: string, top: string | undefined): string {
+  const slash = path.indexOf("/");
+  if (top === undefined || slash === -1) return path;
+  const rest = posix.normalize(path.slice(slash + 1));
+  if (
+    rest === "." ||
+    rest.startsWith("/") ||
+    rest === ".." ||
+    rest.startsWith("../")
+  ) {
+    return path;
+  }
+  return `${top}/${rest}`;
 }
 
 /** Decodes UTF-8 that encodes back to the same bytes, so edits lose nothing. */

@@ -926,6 +926,31 @@ describe("rewriteChart", () => {
     );
   });
 
+  it("rewrites values files that Helm reads as one", async () => {
+    // Helm drops the first folder of each path and cleans the rest, and the
+    // last values.yaml wins.
+    const chart = chartTgz([
+      { path: "app/Chart.yaml", body: "name: app\nversion: 1.0.0\n" },
+      { path: "app/values.yaml", body: "image:\n  repository: mysql # 1\n" },
+      { path: "app/./values.yaml", body: "image:\n  repository: mysql # 2\n" },
+      {
+        path: "app/templates/../values.yaml",
+        body: "image:\n  repository: mysql # 3\n",
+      },
+      { path: "zzz/values.yaml", body: "image:\n  repository: mysql # 4\n" },
+    ]);
+
+    const result = await rewrite(chart, spec(["image.repository"]));
+
+    expect(result.changes).toHaveLength(1);
+    const after = await listTgz(result.chart);
+    for (const [index, entry] of after.slice(1).entries()) {
+      expect(entry.body.toString(), entry.path).toBe(
+        `image:\n  repository: ${R}/${N}/ibmcase/mysql # ${index + 1}\n`,
+      );
+    }
+  });
+
   it("rejects an archive without Chart.yaml", async () => {
     const chart = chartTgz([
       { path: "app/values.yaml", body: "image:\n  repository: mysql\n" },
