@@ -1,7 +1,6 @@
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
-import { PpaLoadError } from "../errors.js";
 import { failureOf } from "../publish/shared.js";
 import type { Failure, ImportEvent, WrittenChart } from "../events.js";
 import type { Plan } from "../plan.js";
@@ -117,18 +116,16 @@ async function finishChart(
           dirname(chart.path),
           `${rewrite.name}-${rewrite.version}.tgz`,
         );
-        if (renamed !== chart.path && paths.has(renamed)) {
-          chart.changes = undefined;
-          throw new PpaLoadError(
-            "CHART",
-            `${chart.entry} would be written as ${renamed}, which another chart of this archive already is; it was left as ${chart.path}`,
-            {
-              hint: "two charts of the archive have the same name and version in Chart.yaml; remove one of them",
-            },
+        const taken = renamed !== chart.path && paths.has(renamed);
+        if (taken) {
+          reporter.warn(
+            `${chart.entry}: its Chart.yaml names it ${rewrite.name} ${rewrite.version}, and ${renamed} is another chart of this archive, so the rewritten chart keeps the file name ${basename(chart.path)}`,
           );
         }
         bytes = rewrite.chart;
-        chart.path = await writeRewritten(chart, rewrite, bytes, options);
+        chart.path = await writeRewritten(chart, rewrite, bytes, options, {
+          keepFileName: taken,
+        });
         paths.add(chart.path);
       }
     }
@@ -171,13 +168,15 @@ async function writeRewritten(
   rewrite: { name: string; version: string },
   bytes: Buffer,
   options: ChartPublishOptions,
+  { keepFileName }: { keepFileName: boolean },
 ): Promise<string> {
   const folder = dirname(chart.path);
   const expected = `${rewrite.name}-${rewrite.version}.tgz`;
   // Chart.yaml's name and version come from the archive, so they are checked like entry names.
-  const fileName = isSafeChartFileName(expected)
-    ? expected
-    : basename(chart.path);
+  const fileName =
+    !keepFileName && isSafeChartFileName(expected)
+      ? expected
+      : basename(chart.path);
   const target = join(folder, fileName);
   if (options.keepOriginal) {
     const originals = join(folder, "original");

@@ -424,6 +424,67 @@ describe.skipIf(env === undefined)("import of generated archives", () => {
       expect(await registry.tagged(namespace)).toEqual([]);
     }, 180_000);
 
+    it("keeps a rewritten chart's name when another chart has it", async () => {
+      const namespace = uniqueNamespace("chart-name-taken");
+      const other = gzipSync(
+        tarEntries([
+          {
+            path: "other/Chart.yaml",
+            body: "apiVersion: v2\nname: other\nversion: 9.9.9\n",
+          },
+        ]),
+      );
+      const image: ImageSpec = {
+        repoTags: ["example/chart-app:1.0"],
+        layers: [layer("chart-app")],
+      };
+      const archive = await scratchArchive(
+        "name-taken.tgz",
+        ppaArchive({
+          manifestYaml,
+          images: [
+            {
+              path: "images/app.tar",
+              body: dockerSaveTarball([image], { format: "legacy" }),
+            },
+          ],
+          charts: [
+            {
+              // Its Chart.yaml names it other 9.9.9, the next chart's file name.
+              path: "charts/app-1.0.0.tgz",
+              body: gzipSync(
+                tarEntries([
+                  {
+                    path: "app/Chart.yaml",
+                    body: "apiVersion: v2\nname: other\nversion: 9.9.9\n",
+                  },
+                  { path: "app/values.yaml", body: values },
+                ]),
+              ),
+            },
+            { path: "charts/other-9.9.9.tgz", body: other },
+          ],
+        }),
+      );
+
+      const run = await importFile(archive, namespace);
+
+      expect(run.code, run.stderr).toBe(0);
+      expect(run.stderr).toContain(
+        "so the rewritten chart keeps the file name app-1.0.0.tgz",
+      );
+      const written = await readEntry(
+        join(run.cwd, "ppa-import/charts/app-1.0.0.tgz"),
+        "app/values.yaml",
+      );
+      expect(written.toString()).toBe(
+        `image:\n  # the image\n  repository: ${env!.registry}/${namespace}/example/chart-app\n`,
+      );
+      expect(
+        (await readdir(join(run.cwd, "ppa-import/charts"))).sort(),
+      ).toEqual(["app-1.0.0.tgz", "other-9.9.9.tgz"]);
+    }, 180_000);
+
     it("rewrites a chart whose entries use backslashes", async () => {
       const namespace = uniqueNamespace("chart-backslash");
       const archive = await archiveWithChart("backslash.tgz", [
