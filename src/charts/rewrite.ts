@@ -837,6 +837,10 @@ export async function rewriteChart(
   }
   const bodies = new Map<TarMember, Buffer>();
   const matched: ResolvedKey[] = [];
+  /** Repository keys rewritten without the registry, for a registry key to give it. */
+  const withoutRegistry: ResolvedKey[] = [];
+  /** Registry keys that could not be rewritten. */
+  const registryLeft: ResolvedKey[] = [];
   for (const [file, keys] of byFile) {
     const decisions = new Map<ResolvedKey, Decision>();
     const occurrences = files.occurrences(file);
@@ -877,11 +881,28 @@ export async function rewriteChart(
         record(keys[i], result, decision, options, rewrite);
         if (keys[i].kind === "repository" && decision && "to" in decision) {
           matched.push(keys[i]);
+          if (result.status === "changed" && context.composed(keys[i])) {
+            withoutRegistry.push(keys[i]);
+          }
+        }
+        if (
+          keys[i].kind === "registry" &&
+          result.status !== "changed" &&
+          result.status !== "unchanged"
+        ) {
+          registryLeft.push(keys[i]);
         }
       });
     }
   }
   rewrite.warnings.push(...foreignRegistryWarnings(matched, context));
+  if (withoutRegistry.length > 0 && registryLeft.length > 0) {
+    const left = registryLeft.map((key) => key.key).join(", ");
+    const rewritten = withoutRegistry.map((key) => key.key).join(", ");
+    rewrite.warnings.push(
+      `chart ${options.chartEntry}: ${rewritten} ${withoutRegistry.length === 1 ? "was" : "were"} rewritten without the registry ${options.registry}, for the registry key to give it, but ${left} ${registryLeft.length === 1 ? "was" : "were"} not rewritten, so the chart will not compose ${options.registry}/${options.namespace}/PATH. Fix ${left} in the chart (or registry-keys in the manifest) and run the import again.`,
+    );
+  }
 
   if (bodies.size > 0) {
     rewrite.chart = gzipChart(replaceBodies(files.tar, files.layout, bodies));

@@ -866,6 +866,30 @@ describe("rewriteChart", () => {
     );
   });
 
+  it("warns when the composing registry key stays", async () => {
+    const values = [
+      "global:",
+      "  imageRegistry: 5000",
+      "image:",
+      "  repository: ibmcom/mq",
+      "",
+    ].join("\n");
+    const chart = helmChart({ name: "app", version: "1.0.0", values });
+
+    const result = await rewrite(
+      chart,
+      spec(["image.repository"], ["global.imageRegistry"]),
+    );
+
+    expect(result.changes.map((c) => c.key)).toEqual(["image.repository"]);
+    expect(result.problems.map((p) => p.key)).toEqual(["global.imageRegistry"]);
+    expect(result.warnings).toContainEqual(
+      expect.stringContaining(
+        `image.repository was rewritten without the registry ${R}, for the registry key to give it, but global.imageRegistry was not rewritten`,
+      ),
+    );
+  });
+
   it("writes R/N without repository keys", async () => {
     const values = "image:\n  registry: 'docker.io'\n  repository: ibmcom/mq\n";
     const chart = helmChart({ name: "app", version: "1.0.0", values });
