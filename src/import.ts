@@ -40,7 +40,7 @@ import { failureOf, reportFailure } from "./publish/shared.js";
 import { DirectPublisher, type TarballBlobs } from "./publish/direct.js";
 import { OciLayoutTarget } from "./publish/oci-layout.js";
 import { RegistryTarget } from "./publish/registry-target.js";
-import { checkHost, checkRepositoryPath } from "./reference.js";
+import { checkHost, checkReference, checkRepositoryPath } from "./reference.js";
 import {
   RegistryClient,
   type RetryOptions,
@@ -791,9 +791,16 @@ async function stageEarly(
       [...blobs.values()].map((work) => work.catch(() => undefined)),
     )
   ).filter((blob): blob is LayerBlob => blob !== undefined);
+  // A target that the full plan will reject (too long, invalid) is not
+  // contacted: the registry would answer with errors that are retried.
   const repositories = new Set(
     plan.references
-      .filter((ref) => ref.tarball === record.entry)
+      .filter(
+        (ref) =>
+          ref.tarball === record.entry &&
+          checkReference(`${ref.target.repository}:${ref.target.tag}`) ===
+            undefined,
+      )
       .map((ref) => ref.target.repository),
   );
   // One repository is enough: the others mount from it when they are published.

@@ -533,6 +533,35 @@ describe.skipIf(env === undefined)("import of generated archives", () => {
     expect(config.architecture).toBe("ppc64le");
   }, 180_000);
 
+  it("contacts no registry for a target name that is too long", async () => {
+    const namespace = uniqueNamespace("long-name");
+    const path = `example/${"a".repeat(230)}`;
+    const spec: ImageSpec = {
+      repoTags: [`${path}:1.0`],
+      layers: [layer("long")],
+    };
+    const archive = await scratchArchive(
+      "long-name.tgz",
+      ppaArchive({
+        manifestYaml: `images:\n  - image: ${path}:1.0\n`,
+        images: [
+          {
+            path: "images/long.tar",
+            body: dockerSaveTarball([spec], { format: "legacy" }),
+          },
+        ],
+      }),
+    );
+
+    const run = await importFile(archive, namespace, ["--verbose"]);
+
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain("longer than 255 characters");
+    // --verbose prints each request; only the check of /v2/ may be there.
+    expect(run.stderr).not.toContain(`/v2/${namespace}/`);
+    expect(run.stderr).not.toContain("trying again");
+  }, 180_000);
+
   it("imports an OCI save of many small layers", async () => {
     // Layers of 4 MiB or less are read into memory whole, in an OCI save
     // as in any other, and twenty of them exceed the 16 MiB that may wait
