@@ -218,6 +218,7 @@ function locateReference(
       return undefined;
     }
     const image = pickImage(ref, tarball, plan);
+    if (image) warnIfNamedElsewhere(ref, tarball, image, input, plan);
     return image ? { tarball, image } : undefined;
   }
 
@@ -252,6 +253,33 @@ function locateReference(
       unnamedImages(ref, input),
   );
   return undefined;
+}
+
+/**
+ * Warns when a manifest maps a name with "archive" to a tarball whose image
+ * carries other names, while another tarball carries that very name: the
+ * archive field may point at the wrong file. The field wins, as it must for
+ * images saved by ID, which carry no name.
+ */
+function warnIfNamedElsewhere(
+  ref: ReferenceSpec,
+  tarball: TarballRecord,
+  image: SavedImage,
+  input: PlanInput,
+  plan: Plan,
+): void {
+  if (image.repoTags.length === 0 || carriesName(image, namesOf(ref))) return;
+  const elsewhere = input.tarballs.filter(
+    (other) =>
+      other !== tarball &&
+      (other.contents?.images ?? []).some((candidate) =>
+        carriesName(candidate, namesOf(ref)),
+      ),
+  );
+  if (elsewhere.length === 0) return;
+  plan.warnings.push(
+    `${describeFiles(ref)} maps ${nameOf(ref)} to ${tarball.entry}, whose image is named ${image.repoTags.join(", ")}, while ${elsewhere.map((other) => other.entry).join(", ")} carries ${nameOf(ref)}; publishing the image of ${tarball.entry} as ${nameOf(ref)}, as the archive field says. Check that field if this is not the image you mean.`,
+  );
 }
 
 /**
@@ -542,9 +570,19 @@ function reportUnpublished(input: PlanInput, plan: Plan): void {
     for (const image of tarball.contents?.images ?? []) {
       if (published.has(image.imageId)) continue;
       const name = image.repoTags.join(", ") || image.imageId;
+      const mappedAway = input.manifest?.images
+        .flatMap((entry) => entry.references)
+        .find(
+          (ref) =>
+            ref.archive !== undefined &&
+            ref.archive !== tarball.entry &&
+            carriesName(image, namesOf(ref)),
+        );
       plan.skipped.push({
         item: `${tarball.entry} (${name})`,
-        reason: "no manifest entry names this image",
+        reason: mappedAway
+          ? `the manifest maps ${nameOf(mappedAway)} to ${mappedAway.archive} instead`
+          : "no manifest entry names this image",
       });
     }
   }

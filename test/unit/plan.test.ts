@@ -275,6 +275,34 @@ describe("buildPlan", () => {
     ]);
   });
 
+  it("warns when archive points away from the named tarball", () => {
+    const plan = buildPlan(
+      input({
+        json: JSON.stringify({
+          images: [
+            { image: "ibmcom/one", tag: "1", archive: "images/two.tar" },
+          ],
+        }),
+        tarballs: [
+          tarball("images/one.tar", image(["ibmcom/one:1"])),
+          tarball("images/two.tar", image(["ibmcom/two:1"], "arm64")),
+        ],
+      }),
+    );
+
+    expect(plan.errors).toEqual([]);
+    expect(plan.references.map((r) => r.tarball)).toEqual(["images/two.tar"]);
+    expect(plan.warnings).toContainEqual(
+      expect.stringContaining(
+        "manifest.json maps ibmcom/one:1 to images/two.tar, whose image is named ibmcom/two:1, while images/one.tar carries ibmcom/one:1",
+      ),
+    );
+    expect(plan.skipped).toContainEqual({
+      item: "images/one.tar (ibmcom/one:1)",
+      reason: "the manifest maps ibmcom/one:1 to images/two.tar instead",
+    });
+  });
+
   it("adds the fix for an unreadable tarball to its problem", () => {
     const broken: TarballRecord = {
       entry: "images/app.tar",
