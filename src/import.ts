@@ -8,6 +8,7 @@ import {
   planImport,
   readArchive,
 } from "./archive/read.js";
+import { checkArchiveReadable } from "./archive/entries.js";
 import type { PublishTarget } from "./blobs/blob.js";
 import {
   type Compression,
@@ -518,6 +519,11 @@ async function importWithSession(
   } else {
     target = new OciLayoutTarget(layoutFolder!);
   }
+  // Local mistakes are reported before any server is contacted.
+  await checkArchiveReadable(options.archive);
+  const outputExisted = await checkOutputDir(outputDir);
+  const tempDir = options.tempDir ?? tmpdir();
+  await checkTempDir(tempDir, options.tempDir !== undefined);
   if (options.docker) {
     emit({
       type: "phase",
@@ -533,9 +539,6 @@ async function importWithSession(
       message: `checking ${target.description}`,
     });
   }
-  const outputExisted = await checkOutputDir(outputDir);
-  const tempDir = options.tempDir ?? tmpdir();
-  await checkTempDir(tempDir, options.tempDir !== undefined);
   // A registry is checked before the archive is read. An OCI layout is made
   // at its first write, so a failed import leaves no empty layout behind.
   if (target.isRemote) await target.check();

@@ -1,4 +1,5 @@
 import { createReadStream } from "node:fs";
+import { open } from "node:fs/promises";
 import { posix } from "node:path";
 import { Readable, Transform, Writable } from "node:stream";
 import { Parser, type ReadEntry } from "tar";
@@ -269,6 +270,26 @@ async function drain(entry: ReadEntry): Promise<void> {
     }
   } catch {
     // The archive's own failure, if any, is reported by the reader.
+  }
+}
+
+/**
+ * Checks that the archive can be opened for reading, so that a wrong path
+ * is reported before any registry is contacted. Throws the error the read
+ * would throw.
+ */
+export async function checkArchiveReadable(file: string): Promise<void> {
+  try {
+    const handle = await open(file, "r");
+    try {
+      if ((await handle.stat()).isDirectory()) {
+        throw Object.assign(new Error("is a directory"), { code: "EISDIR" });
+      }
+    } finally {
+      await handle.close();
+    }
+  } catch (error) {
+    throw readFailure(file, error);
   }
 }
 

@@ -227,8 +227,13 @@ export function combinedExitCode(codes: number[]): number {
   return ExitCode.partial;
 }
 
-/** Reads the archives of --archive-list: one path per line, with # comments and blank lines ignored. */
-async function readArchiveList(file: string): Promise<string[]> {
+/**
+ * Reads the archives of --archive-list: one path per line, with # comments
+ * and blank lines ignored. Returns each path with where the list names it.
+ */
+async function readArchiveList(
+  file: string,
+): Promise<{ path: string; where: string }[]> {
   let text: string;
   try {
     text = await readFile(file, "utf8");
@@ -244,9 +249,28 @@ async function readArchiveList(file: string): Promise<string[]> {
   const base = dirname(resolve(file));
   return text
     .split(/\r?\n/)
-    .map((line) => line.trim())
-    .filter((line) => line !== "" && !line.startsWith("#"))
-    .map((line) => resolve(base, line));
+    .map((line, index) => ({ line: line.trim(), number: index + 1 }))
+    .filter(({ line }) => line !== "" && !line.startsWith("#"))
+    .map(({ line, number }) => ({
+      path: resolve(base, line),
+      where: `line ${number} of ${file}`,
+    }));
+}
+
+/** Points the hint of an archive that cannot be opened at the list line that names it. */
+function withListLine(error: unknown, where: string | undefined): unknown {
+  if (
+    where === undefined ||
+    !(error instanceof PpaLoadError) ||
+    error.code !== "ARCHIVE_UNREADABLE" ||
+    !/^archive not found: |is a folder, not an archive$/.test(error.message)
+  ) {
+    return error;
+  }
+  return new PpaLoadError(error.code, `${error.message} (${where})`, {
+    cause: error,
+    hint: `correct ${where}`,
+  });
 }
 
 async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
@@ -285,14 +309,17 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
       io.stderr.write(`${printable(formatError(error))}\n`);
     }
   };
+  /** Where --archive-list names each archive it lists. */
+  const listedAt = new Map<string, string>();
   try {
     let common: Omit<ImportOptions, "archive">;
     let archives: string[];
     try {
-      archives = [
-        ...(flags.archive ?? []),
-        ...(flags.archiveList ? await readArchiveList(flags.archiveList) : []),
-      ];
+      const listed = flags.archiveList
+        ? await readArchiveList(flags.archiveList)
+        : [];
+      for (const { path, where } of listed) listedAt.set(path, where);
+      archives = [...(flags.archive ?? []), ...listed.map(({ path }) => path)];
       if (archives.length === 0) {
         throw new PpaLoadError(
           "USAGE",
@@ -360,7 +387,11 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
           : error instanceof PpaLoadError
             ? error.exitCode
             : ExitCode.failure;
-        reportFatal(error, exitCode, archive);
+        reportFatal(
+          withListLine(error, listedAt.get(archive)),
+          exitCode,
+          archive,
+        );
       }
       outcomes.push({ archive, exitCode });
     }

@@ -118,15 +118,18 @@ export function formatBulkSummary(
         : code === 130
           ? "stopped"
           : "failed";
+  const rows = [
+    ...outcomes.map((o) => [state(o.exitCode), o.archive]),
+    ...archives
+      .slice(outcomes.length)
+      .map((archive) => ["not started", archive]),
+  ];
+  // The states are padded to one width, so that the paths line up.
+  const width = Math.max(...rows.map(([label]) => label.length));
   const lines = [
     `Archives: ${outcomes.filter((o) => o.exitCode === 0).length} of ${archives.length} imported`,
+    ...rows.map(([label, archive]) => `  ${label.padEnd(width)}  ${archive}`),
   ];
-  for (const outcome of outcomes) {
-    lines.push(`  ${state(outcome.exitCode)}  ${outcome.archive}`);
-  }
-  for (const archive of archives.slice(outcomes.length)) {
-    lines.push(`  not started  ${archive}`);
-  }
   return lines.join("\n");
 }
 

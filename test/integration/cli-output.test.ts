@@ -243,7 +243,7 @@ describe.skipIf(!ready)("several archives in one run", () => {
     expect(tail).toEqual([
       "Archives: 2 of 3 imported",
       `  imported  ${join(corpusDir, mq)}`,
-      `  failed  ${broken}`,
+      `  failed    ${broken}`,
       `  imported  ${join(corpusDir, minio)}`,
       "",
     ]);
@@ -292,6 +292,32 @@ describe.skipIf(!ready)("several archives in one run", () => {
       { archive: broken, exitCode: 1 },
       { archive: join(corpusDir, minio), exitCode: 0 },
     ]);
+  });
+
+  it("names the list line of a missing archive", async () => {
+    const cwd = await mkdtemp(join(tmpdir(), "ppa-load-output-"));
+    const list = join(cwd, "archives.txt");
+    await writeFile(list, "# one archive\nmissing-ppa.tgz\n");
+
+    const run = await runCli(
+      [
+        "--archive-list",
+        list,
+        "--namespace",
+        "ns",
+        "--registry",
+        "127.0.0.1:9",
+      ],
+      { cwd },
+    );
+
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain(
+      `archive not found: ${join(cwd, "missing-ppa.tgz")} (line 2 of ${list})`,
+    );
+    expect(run.stderr).toContain(`hint: correct line 2 of ${list}`);
+    // The archive is checked before the registry, which is not running.
+    expect(run.stderr).not.toContain("cannot reach");
   });
 
   it("exits 2 for an invalid namespace", async () => {
