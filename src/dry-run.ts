@@ -1,5 +1,6 @@
 import { resolve } from "node:path";
 
+import { checkArchiveReadable } from "./archive/entries.js";
 import { chartMuseumTimeout, checkChartMuseum } from "./charts/chartmuseum.js";
 import {
   type ImportOptions,
@@ -57,6 +58,7 @@ export async function dryRunImport(
   options: ImportOptions,
 ): Promise<DryRunResult> {
   checkOptions(options);
+  await checkArchiveReadable(options.archive);
   const outputDir = options.outputDir ?? resolve("ppa-import");
   const registry = options.registry;
   const layoutFolder = registry?.startsWith("oci:")
