@@ -520,10 +520,10 @@ async function importWithSession(
     target = new OciLayoutTarget(layoutFolder!);
   }
   // Local mistakes are reported before any server is contacted.
-  await checkArchiveReadable(options.archive);
   const outputExisted = await checkOutputDir(outputDir);
   const tempDir = options.tempDir ?? tmpdir();
   await checkTempDir(tempDir, options.tempDir !== undefined);
+  await checkArchiveReadable(options.archive);
   if (options.docker) {
     emit({
       type: "phase",

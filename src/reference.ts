@@ -71,6 +71,9 @@ export function formatReference(ref: ParsedReference): string {
 /** Returns why a repository path is invalid, or undefined when it is valid. */
 export function checkRepositoryPath(path: string): string | undefined {
   if (path === "") return "the repository name is empty";
+  if (path.split("/").includes("")) {
+    return `"${path}" has an empty path component: it starts or ends with "/", or has "//"`;
+  }
   for (const component of path.split("/")) {
     if (!pathComponentRe.test(component)) {
       const lower = component.toLowerCase();

@@ -105,11 +105,13 @@ async function finishChart(
       }));
       for (const problem of rewrite.problems) {
         reporter.warn(
-          `${chart.entry}: ${problem.key}${problem.value !== undefined ? ` = ${JSON.stringify(problem.value)}` : ""} left as it is: ${problem.message}`,
+          `${chart.entry}: ${problem.key}${problem.value !== undefined ? ` = ${JSON.stringify(problem.value)}` : ""} left as it is: ${withoutChartPrefix(problem.message, chart.entry)}`,
         );
       }
       for (const warning of rewrite.warnings) {
-        reporter.warn(`${chart.entry}: ${warning}`);
+        reporter.warn(
+          `${chart.entry}: ${withoutChartPrefix(warning, chart.entry)}`,
+        );
       }
       if (rewrite.chart !== bytes) {
         const renamed = join(
@@ -198,4 +200,15 @@ async function chartNameAndVersion(
 ): Promise<{ name: string; version: string }> {
   const info = await readChartMetadata(bytes, chart.entry);
   return { name: info.metadata.name, version: info.metadata.version };
+}
+
+/**
+ * Drops the `chart ENTRY, ` or `chart ENTRY: ` that the rewrite's messages
+ * start with, where the warning already starts with the entry.
+ */
+function withoutChartPrefix(message: string, entry: string): string {
+  for (const prefix of [`chart ${entry}, `, `chart ${entry}: `]) {
+    if (message.startsWith(prefix)) return message.slice(prefix.length);
+  }
+  return message;
 }

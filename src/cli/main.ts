@@ -503,7 +503,7 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
     )
     .requiredOption(
       "--namespace <namespace>",
-      "registry path prefix for every image, e.g. team or team/product",
+      "registry path prefix for every image, e.g. team or team/product (required)",
     )
     .addOption(
       new Option(

@@ -91,8 +91,13 @@ export function formatSummary(result: ImportResult): string {
   }
   if (result.failures.length > 0) {
     lines.push(`Failed:`);
-    for (const failure of result.failures)
-      lines.push(`  ${failure.item}: ${failure.message}`);
+    for (const failure of result.failures) {
+      // Most messages start with the item they are about.
+      const message = failure.message.startsWith(`${failure.item} `)
+        ? failure.message
+        : `${failure.item}: ${failure.message}`;
+      lines.push(`  ${message}`);
+    }
   }
   if (layout && result.published.length > 0) {
     const example = result.lists[0]?.target ?? result.published[0].target;

@@ -57,6 +57,14 @@ describe("checkRepositoryPath", () => {
     },
   );
 
+  it("names an empty component as the problem", () => {
+    for (const path of ["/team", "team/", "team//app"]) {
+      expect(checkRepositoryPath(path), path).toBe(
+        `"${path}" has an empty path component: it starts or ends with "/", or has "//"`,
+      );
+    }
+  });
+
   it("names uppercase letters as the problem", () => {
     expect(checkRepositoryPath("Team/app")).toMatch(/uppercase/);
   });
