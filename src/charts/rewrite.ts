@@ -738,6 +738,12 @@ function record(
     return;
   }
   if (decision) rewrite.warnings.push(...decision.warnings);
+  if (result.status === "changed" && result.aliasedAt) {
+    const keys = result.aliasedAt.join(", ");
+    rewrite.warnings.push(
+      `${describeValue(resolved, options)} has a YAML anchor, and ${keys} ${result.aliasedAt.length === 1 ? "is an alias" : "are aliases"} of it, so ${result.aliasedAt.length === 1 ? "it changes" : "they change"} to ${result.to} as well. Write the old value out at ${keys} in the chart if ${result.aliasedAt.length === 1 ? "it" : "they"} should keep it.`,
+    );
+  }
   if (result.status === "changed" && decision) {
     rewrite.changes.push({
       file: resolved.file,

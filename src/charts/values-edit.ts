@@ -20,6 +20,7 @@ import {
   isScalar,
   isSeq,
   parseDocument,
+  visit,
 } from "yaml";
 
 export type ScalarEditStatus =
@@ -63,6 +64,11 @@ export interface ScalarEditResult {
   style?: ScalarStyle;
   /** A description of the value found, for every status but "changed" and "unchanged". */
   detail?: string;
+  /**
+   * When the status is "changed" and the scalar has an anchor: the paths of
+   * the aliases (`*NAME`) of that anchor, which take the new value too.
+   */
+  aliasedAt?: string[];
 }
 
 /** A YAML text that does not parse, so no scalar of it can be located. */
@@ -359,7 +365,34 @@ function applyEdit(
     rendered = ` ${rendered}`;
   }
   pending.set(node, { start, end, text: rendered, value });
-  return { path, status: "changed", from: current, to: value, style };
+  const aliasedAt = node.anchor ? aliasPaths(document, node.anchor) : [];
+  return {
+    path,
+    status: "changed",
+    from: current,
+    to: value,
+    style,
+    ...(aliasedAt.length > 0 ? { aliasedAt } : {}),
+  };
+}
+
+/** Returns the dotted key paths of the aliases of an anchor in a document. */
+function aliasPaths(
+  document: Document.Parsed | undefined,
+  anchor: string,
+): string[] {
+  const paths: string[] = [];
+  if (!document) return paths;
+  visit(document, {
+    Alias(_key, node, ancestors) {
+      if (node.source !== anchor) return;
+      const keys = ancestors.flatMap((ancestor) =>
+        isPair(ancestor) ? [keyText(ancestor.key) ?? "?"] : [],
+      );
+      paths.push(keys.join(".") || "the document");
+    },
+  });
+  return paths;
 }
 
 /**

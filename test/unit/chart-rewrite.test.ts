@@ -866,6 +866,26 @@ describe("rewriteChart", () => {
     );
   });
 
+  it("warns about aliases of a rewritten anchor", async () => {
+    const values = [
+      "image:",
+      "  repository: &upstream ibmcom/mq",
+      "mirror:",
+      "  upstreamImage: *upstream",
+      "",
+    ].join("\n");
+    const chart = helmChart({ name: "app", version: "1.0.0", values });
+
+    const result = await rewrite(chart, spec(["image.repository"]));
+
+    expect(result.changes.map((c) => c.key)).toEqual(["image.repository"]);
+    expect(result.warnings).toContainEqual(
+      expect.stringContaining(
+        `image.repository has a YAML anchor, and mirror.upstreamImage is an alias of it, so it changes to ${R}/${N}/ibmcom/mq as well`,
+      ),
+    );
+  });
+
   it("warns when the composing registry key stays", async () => {
     const values = [
       "global:",

@@ -236,6 +236,7 @@ describe("editYamlScalars", () => {
 
     expect(text).toBe("base: &img r/ns/ibmcom/mq\nother: *img\n");
     expect(results[0].status).toBe("changed");
+    expect(results[0].aliasedAt).toEqual(["other"]);
   });
 
   it("reports aliases and does not rewrite through them", () => {
