@@ -97,6 +97,41 @@ export async function readArchive(
       });
     },
   });
+  /** The manifest read from each kind of manifest entry, with its problems. */
+  const manifestsRead = new Map<
+    string,
+    { path: string; parsed?: ParsedManifest; problems: string[] }
+  >();
+  // An archive with a manifest entry twice extracts to the last one, so
+  // that one is used, and the earlier one with its problems is dropped.
+  const replaceEarlierManifest = (
+    entry: ArchiveEntry,
+    parsed: ParsedManifest | undefined,
+    problems: string[],
+  ) => {
+    const earlier = manifestsRead.get(entry.kind);
+    if (earlier) {
+      if (earlier.parsed) {
+        contents.manifests.splice(
+          contents.manifests.indexOf(earlier.parsed),
+          1,
+        );
+      }
+      for (const problem of earlier.problems) {
+        contents.manifestProblems.splice(
+          contents.manifestProblems.indexOf(problem),
+          1,
+        );
+      }
+      handlers.emit({
+        type: "warning",
+        message: `the archive contains ${earlier.path} and later ${entry.path}; using the later one, as tar extraction does`,
+      });
+    }
+    manifestsRead.set(entry.kind, { path: entry.path, parsed, problems });
+    if (parsed) contents.manifests.push(parsed);
+    contents.manifestProblems.push(...problems);
+  };
   for await (const entry of entries) {
     (contents.entryPaths ??= []).push(entry.path);
     handlers.emit({
@@ -116,12 +151,10 @@ export async function readArchive(
             entry.kind === "manifest.yaml"
               ? parseManifestYaml(text, { keepValidEntries: true })
               : parseManifestJson(text, { keepValidEntries: true });
-          contents.manifests.push(parsed);
-          for (const invalid of parsed.invalidEntries ?? []) {
-            contents.manifestProblems.push(...problemTexts(invalid));
-          }
+          const problems = (parsed.invalidEntries ?? []).flatMap(problemTexts);
+          replaceEarlierManifest(entry, parsed, problems);
         } catch (error) {
-          contents.manifestProblems.push(...problemTexts(error));
+          replaceEarlierManifest(entry, undefined, problemTexts(error));
         }
         break;
       case "image":

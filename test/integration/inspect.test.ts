@@ -683,6 +683,35 @@ describe("inspect of generated archives", () => {
     });
   });
 
+  it("uses the last of two manifest.yaml entries", async () => {
+    const archive = await scratchArchive(
+      ppaArchive({
+        manifestYaml: "images:\n  - image: example/missing:2.0\n",
+        images: [
+          { path: "images/app.tar", body: dockerSaveTarball([appImage]) },
+        ],
+        extra: [
+          {
+            path: "manifest.yaml",
+            body: "images:\n  - image: example/app:1.0\n",
+          },
+        ],
+      }),
+    );
+
+    const run = await inspectCli(archive, [...targetOptions, "--json"]);
+
+    expect(run.code, run.stderr).toBe(0);
+    const result = parseJson(run);
+    expect(result.problems).toEqual([]);
+    expect(result.references.map((ref) => ref.target)).toEqual([
+      `${prefix}/example/app:1.0`,
+    ]);
+    expect(result.warnings).toContain(
+      "the archive contains manifest.yaml and later manifest.yaml; using the later one, as tar extraction does",
+    );
+  });
+
   it("lists an unreadable archive as a problem", async () => {
     const archive = await scratchArchive(Buffer.from("not an archive\n"));
     const run = await inspectCli(archive, ["--json"]);
