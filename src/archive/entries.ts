@@ -110,6 +110,16 @@ export async function* readArchiveEntries(
   };
   parser.on("error", onTarProblem);
   parser.on("abort", onTarProblem);
+  // node-tar passes over entry types it cannot read, such as GNU sparse files.
+  parser.on("ignoredEntry", (entry: ReadEntry) => {
+    const path = normalizeEntryPath(entry.path) ?? entry.path;
+    options.onSkipped?.(
+      path,
+      entry.type === "SparseFile"
+        ? "it is a GNU sparse file, which this tool cannot read; pack the archive again without tar --sparse (-S)"
+        : `${entry.type} entries are not imported`,
+    );
+  });
   parser.on("end", () => {
     finished = true;
     notify();

@@ -43,6 +43,35 @@ describe("readArchiveEntries", () => {
     expect(paths).toEqual(["images/first.tar", "images/second.tar"]);
   }, 10_000);
 
+  it("reports a GNU sparse file as skipped", async () => {
+    const archive = join(folder, "sparse.tgz");
+    const tar = tarEntries([
+      { path: "images/a.tar", body: "sparse" },
+      { path: "images/b.tar", body: "plain" },
+    ]);
+    // GNU tar marks a sparse file with type S; the header checksum follows.
+    tar[156] = "S".charCodeAt(0);
+    tar.fill(0x20, 148, 156);
+    let sum = 0;
+    for (let i = 0; i < 512; i += 1) sum += tar[i];
+    tar.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148, "latin1");
+    await writeFile(archive, gzipDeterministic(tar));
+    const skipped: string[] = [];
+
+    const paths: string[] = [];
+    for await (const entry of readArchiveEntries(archive, {
+      onSkipped: (path, reason) => skipped.push(`${path}: ${reason}`),
+    })) {
+      paths.push(entry.path);
+      entry.skip();
+    }
+
+    expect(paths).toEqual(["images/b.tar"]);
+    expect(skipped).toEqual([
+      "images/a.tar: it is a GNU sparse file, which this tool cannot read; pack the archive again without tar --sparse (-S)",
+    ]);
+  });
+
   it("rejects a manifest stored as a link", async () => {
     const archive = join(folder, "linked-manifest.tgz");
     await writeFile(
