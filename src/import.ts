@@ -2,7 +2,10 @@ import { access, constants, readdir, rmdir, stat } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
-import type { ImageTarballInspector } from "./archive/image-tarball.js";
+import {
+  type ImageTarballInspector,
+  missingLayer,
+} from "./archive/image-tarball.js";
 import {
   type ArchiveContents,
   planImport,
@@ -831,7 +834,7 @@ function checkLayers(
         problems.push(
           reason
             ? `${ref.tarball}: layer ${path} of ${ref.source} could not be stored: ${reason}`
-            : `${ref.tarball}: layer ${path} of ${ref.source} was not found in the tarball; save the image again`,
+            : missingLayer(ref.tarball, path, ref.source),
         );
       } else if (layer.diffId !== undefined && layer.diffId !== expected) {
         problems.push(

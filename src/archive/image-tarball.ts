@@ -285,6 +285,23 @@ export class ImageTarballInspector {
     );
   }
 
+  /**
+   * Returns the message and hint for a config that was not kept: missing,
+   * or too large to be read as metadata.
+   */
+  #missingConfig(where: string, configPath: string): [string, string] {
+    if (this.#files.has(this.resolvePath(configPath))) {
+      return [
+        `${where} names config ${configPath}, which is larger than the ${metadataLimit / (1024 * 1024)} MiB this tool reads for an image config`,
+        "image configs are normally a few KiB; check that the file is the image's config",
+      ];
+    }
+    return [
+      `${where} names config ${configPath}, which the tarball does not contain`,
+      incompleteHint,
+    ];
+  }
+
   #invalid(message: string, hint?: string): PpaLoadError {
     return new PpaLoadError(
       "IMAGE_TARBALL_INVALID",
@@ -349,10 +366,7 @@ export class ImageTarballInspector {
       const configPath = posix.normalize(item.Config);
       const configBody = this.#metadata.get(configPath);
       if (!configBody) {
-        throw this.#invalid(
-          `${where} names config ${configPath}, which the tarball does not contain`,
-          incompleteHint,
-        );
+        throw this.#invalid(...this.#missingConfig(where, configPath));
       }
       const layers: string[] = (
         Array.isArray(item.Layers) ? item.Layers : []
@@ -389,10 +403,7 @@ export class ImageTarballInspector {
       const configPath = blobPath(imageManifest.config.digest);
       const configBody = this.#metadata.get(configPath);
       if (!configBody) {
-        throw this.#invalid(
-          `${manifestPath} names config ${configPath}, which the tarball does not contain`,
-          incompleteHint,
-        );
+        throw this.#invalid(...this.#missingConfig(manifestPath, configPath));
       }
       const layers: Json[] = Array.isArray(imageManifest.layers)
         ? imageManifest.layers
@@ -496,7 +507,22 @@ function parsesAsJson(body: Buffer): boolean {
  * Whether a file that is not metadata holds a layer: `<id>/layer.tar` in the
  * legacy layout, `<digest>.tar` as skopeo writes it, or a blob of the OCI layout.
  */
-function isLayerPath(path: string): boolean {
+/**
+ * Describes a layer that an image names but that was not read: missing from
+ * the tarball, or in a file whose name `isLayerPath` does not accept.
+ */
+export function missingLayer(
+  tarball: string,
+  path: string,
+  source: string,
+): string {
+  if (!isLayerPath(path)) {
+    return `${tarball}: layer ${path} of ${source} is in a file that this tool does not read as a layer, because its name does not end in .tar or .tar.gz and it is not under blobs/; save the image again with docker save`;
+  }
+  return `${tarball}: layer ${path} of ${source} was not found in the tarball; save the image again`;
+}
+
+export function isLayerPath(path: string): boolean {
   return (
     path.startsWith("blobs/") ||
     path.endsWith(".tar") ||

@@ -2,9 +2,10 @@ import { createHash } from "node:crypto";
 import { Readable, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
-import type {
-  ImageTarballInspector,
-  LayerConsumer,
+import {
+  type ImageTarballInspector,
+  type LayerConsumer,
+  missingLayer,
 } from "../archive/image-tarball.js";
 import { createLayerDecompressor, storedFormat } from "../blobs/layer-store.js";
 import { PpaLoadError } from "../errors.js";
@@ -145,9 +146,7 @@ export function checkLayers(plan: Plan, layers: LayerMeasurements): string[] {
       const layer = layers.get(ref.tarball, path);
       const expected = ref.image.diffIds[index];
       if (!layer) {
-        problems.push(
-          `${ref.tarball}: layer ${path} of ${ref.source} was not found in the tarball; save the image again`,
-        );
+        problems.push(missingLayer(ref.tarball, path, ref.source));
       } else if (layer.diffId !== undefined && layer.diffId !== expected) {
         problems.push(
           `${ref.tarball}: layer ${path} of ${ref.source} has diff_id ${layer.diffId}, but its config lists ${expected}; the tarball is damaged or was edited, so save the image again`,

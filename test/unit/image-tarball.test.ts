@@ -95,6 +95,22 @@ describe("ImageTarballInspector", () => {
     ]);
   });
 
+  it("names a config too large to read", async () => {
+    const tar = tarEntries([
+      {
+        path: "manifest.json",
+        body: JSON.stringify([
+          { Config: "big.json", RepoTags: ["a/b:1"], Layers: [] },
+        ]),
+      },
+      { path: "big.json", body: `{"pad":"${"x".repeat(5 * 1024 * 1024)}"}` },
+    ]);
+
+    await expect(inspect(tar)).rejects.toThrow(
+      "images/x.tar: manifest.json[0] names config big.json, which is larger than the 4 MiB this tool reads for an image config",
+    );
+  });
+
   it("rejects an index.json that disagrees with manifest.json", async () => {
     const webEntries = await entriesOf(
       dockerSaveTarball([web], { format: "oci" }),
