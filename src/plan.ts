@@ -213,7 +213,10 @@ function locateReference(
     }
     if (tarball.error) {
       plan.errors.push(
-        withHint(`${tarball.error.message} (it holds ${nameOf(ref)})`, tarball),
+        withHint(
+          `${tarball.error.message} (the manifest maps ${nameOf(ref)} to it)`,
+          tarball,
+        ),
       );
       return undefined;
     }
@@ -240,7 +243,9 @@ function locateReference(
       return onPlatform[0];
     }
     plan.errors.push(
-      `${nameOf(ref)} is carried by different images in ${candidates.map((c) => c.tarball.entry).join(", ")}; add an "archive" field for it in manifest.json to say which file it is`,
+      duplicateEntries(candidates.map((c) => c.tarball.entry))
+        ? `${nameOf(ref)} is carried by different images in archive entries that share the path ${candidates[0].tarball.entry}; remove all but one of them from the archive`
+        : `${nameOf(ref)} is carried by different images in ${[...new Set(candidates.map((c) => c.tarball.entry))].join(", ")}; add an "archive" field for it in manifest.json to say which file it is`,
     );
     return undefined;
   }
@@ -248,11 +253,21 @@ function locateReference(
   plan.errors.push(
     `${describeFiles(ref)} names ${nameOf(ref)}, but no image tarball in the archive carries that name` +
       (unreadable.length
-        ? ` (unreadable: ${unreadable.map((t) => `${t.entry}: ${t.error?.message ?? "unknown reason"}`).join("; ")})`
+        ? ` (unreadable: ${unreadable.map((t) => withEntry(t.entry, t.error?.message ?? "unknown reason")).join("; ")})`
         : "") +
       unnamedImages(ref, input),
   );
   return undefined;
+}
+
+/** Whether every path of a list is the same one, as entries repeated in an archive are. */
+function duplicateEntries(paths: string[]): boolean {
+  return paths.length > 1 && new Set(paths).size === 1;
+}
+
+/** Prefixes a message with the entry it is about, unless it starts with it. */
+function withEntry(entry: string, message: string): string {
+  return message.startsWith(`${entry}:`) ? message : `${entry}: ${message}`;
 }
 
 /**

@@ -347,7 +347,7 @@ describe.skipIf(env === undefined)("hostile archives", () => {
         name: "UTF-16 text with a byte order mark",
         body: () => utf16Text(save),
         problem:
-          /^images\/app\.tar is not a valid tar file: it starts with a UTF-16 byte order mark, so its bytes were written as text.*\(it holds example\/app:1\.0\); .*docker save -o FILE IMAGE/,
+          /^images\/app\.tar is not a valid tar file: it starts with a UTF-16 byte order mark, so its bytes were written as text.*\(the manifest maps example\/app:1\.0 to it\); .*docker save -o FILE IMAGE/,
       },
       {
         name: "UTF-8 text with a byte order mark",
@@ -359,7 +359,7 @@ describe.skipIf(env === undefined)("hostile archives", () => {
         name: "LF rewritten as CR LF in a plain tar",
         body: () => lfToCrlf(save),
         problem:
-          /^images\/app\.tar: is not a valid tar file: each of the \d+ line feed \(LF\) bytes in the first \d+ bytes follows a carriage return \(CR\), so its line breaks were probably rewritten from LF to CR LF by a text-mode transfer .* or a shell redirect \(it holds example\/app:1\.0\); copy the file again in binary mode.*docker save -o FILE IMAGE/,
+          /^images\/app\.tar: is not a valid tar file: each of the \d+ line feed \(LF\) bytes in the first \d+ bytes follows a carriage return \(CR\), so its line breaks were probably rewritten from LF to CR LF by a text-mode transfer .* or a shell redirect \(the manifest maps example\/app:1\.0 to it\); copy the file again in binary mode.*docker save -o FILE IMAGE/,
       },
       {
         name: "LF rewritten as CR LF in gzip",
@@ -380,7 +380,7 @@ describe.skipIf(env === undefined)("hostile archives", () => {
         name: "CR LF rewritten as LF in a plain tar",
         body: () => crlfToLf(save),
         problem:
-          /^images\/app\.tar: is not a valid tar file: its length, \d+ bytes, is not a multiple of the 512-byte tar block.*, so it was cut short or a transfer changed its bytes \(it holds example\/app:1\.0\); copy the file again in binary mode/,
+          /^images\/app\.tar: is not a valid tar file: its length, \d+ bytes, is not a multiple of the 512-byte tar block.*, so it was cut short or a transfer changed its bytes \(the manifest maps example\/app:1\.0 to it\); copy the file again in binary mode/,
       },
     ];
 
@@ -957,7 +957,7 @@ describe.skipIf(env === undefined)("hostile archives", () => {
           ]);
         },
         problem:
-          /^images\/app\.tar: manifest\.json and index\.json describe different images \(manifest\.json: sha256:\w+; index\.json: sha256:\w+\) \(it holds example\/app:1\.0\); the tarball was assembled from different saves; save the image again with docker save$/,
+          /^images\/app\.tar: manifest\.json and index\.json describe different images \(manifest\.json: sha256:\w+; index\.json: sha256:\w+\) \(the manifest maps example\/app:1\.0 to it\); the tarball was assembled from different saves; save the image again with docker save$/,
       },
       {
         name: "manifest.json with fewer layers than the config",
@@ -969,7 +969,7 @@ describe.skipIf(env === undefined)("hostile archives", () => {
             },
           ),
         problem:
-          /^images\/app\.tar: \w+\.json lists 2 layers \(rootfs\.diff_ids\) but the image has 1 \(it holds example\/app:1\.0\); the tarball is incomplete or was edited; save the image again$/,
+          /^images\/app\.tar: \w+\.json lists 2 layers \(rootfs\.diff_ids\) but the image has 1 \(the manifest maps example\/app:1\.0 to it\); the tarball is incomplete or was edited; save the image again$/,
       },
       {
         name: "an OCI manifest with fewer layers than the config",
@@ -981,7 +981,7 @@ describe.skipIf(env === undefined)("hostile archives", () => {
             },
           ),
         problem:
-          /^images\/app\.tar: blobs\/sha256\/\w+ lists 2 layers \(rootfs\.diff_ids\) but the image has 1 \(it holds example\/app:1\.0\); the tarball is incomplete or was edited; save the image again$/,
+          /^images\/app\.tar: blobs\/sha256\/\w+ lists 2 layers \(rootfs\.diff_ids\) but the image has 1 \(the manifest maps example\/app:1\.0 to it\); the tarball is incomplete or was edited; save the image again$/,
       },
       {
         name: "a layer file that is missing",
@@ -999,7 +999,7 @@ describe.skipIf(env === undefined)("hostile archives", () => {
           );
         },
         problem:
-          /^images\/app\.tar: manifest\.json\[0\] names layers the tarball does not contain: \w+\/layer\.tar \(it holds example\/app:1\.0\); the tarball is incomplete; save the image again$/,
+          /^images\/app\.tar: manifest\.json\[0\] names layers the tarball does not contain: \w+\/layer\.tar \(the manifest maps example\/app:1\.0 to it\); the tarball is incomplete; save the image again$/,
       },
       {
         name: "an OCI layer blob that is missing",
@@ -1012,7 +1012,7 @@ describe.skipIf(env === undefined)("hostile archives", () => {
           );
         },
         problem:
-          /^images\/app\.tar: blobs\/sha256\/\w+ names layers the tarball does not contain: blobs\/sha256\/\w+ \(it holds example\/app:1\.0\); the tarball is incomplete; save the image again$/,
+          /^images\/app\.tar: blobs\/sha256\/\w+ names layers the tarball does not contain: blobs\/sha256\/\w+ \(the manifest maps example\/app:1\.0 to it\); the tarball is incomplete; save the image again$/,
       },
       {
         name: "layers listed out of order",

@@ -271,7 +271,23 @@ describe("buildPlan", () => {
     );
 
     expect(plan.errors).toEqual([
-      "images/app.tar: is not a valid tar file (it holds app:1)",
+      "images/app.tar: is not a valid tar file (the manifest maps app:1 to it)",
+    ]);
+  });
+
+  it("names entries that repeat one path", () => {
+    const plan = buildPlan(
+      input({
+        yaml: "images:\n  - image: ibmcom/one:1\n",
+        tarballs: [
+          tarball("images/one.tar", image(["ibmcom/one:1"], "amd64", "a")),
+          tarball("images/one.tar", image(["ibmcom/one:1"], "amd64", "b")),
+        ],
+      }),
+    );
+
+    expect(plan.errors).toEqual([
+      "ibmcom/one:1 is carried by different images in archive entries that share the path images/one.tar; remove all but one of them from the archive",
     ]);
   });
 
@@ -325,7 +341,7 @@ describe("buildPlan", () => {
     const unnamed = buildPlan(input({ tarballs: [broken] }));
 
     expect(named.errors).toEqual([
-      "images/app.tar: is not a valid tar file (it holds app:1); save it again with docker save -o FILE IMAGE",
+      "images/app.tar: is not a valid tar file (the manifest maps app:1 to it); save it again with docker save -o FILE IMAGE",
     ]);
     expect(unnamed.errors).toEqual([
       "images/app.tar: is not a valid tar file; save it again with docker save -o FILE IMAGE",
