@@ -367,7 +367,7 @@ async function checkTempDir(
     `the folder for temporary files ${folder} ${problem}`,
     {
       hint: fromOption
-        ? "give --temp-dir an existing folder that you can write to, with room for about three times the largest layer"
+        ? "give --temp-dir an existing folder that you can write to, with room for about three times the largest layer, or for all the compressed layers when the manifest comes after the images"
         : "set TMPDIR, or give --temp-dir, to an existing folder that you can write to",
     },
   );
