@@ -383,7 +383,15 @@ describe.skipIf(env === undefined)("import of generated archives", () => {
     const values = "image:\n  # the image\n  repository: example/chart-app\n";
     const chartYaml = "apiVersion: v2\nname: app\nversion: 1.0.0\n";
 
-    async function archiveWithChart(name: string, entries: TarEntry[]) {
+    /**
+     * Writes an archive of one image and the chart app-1.0.0.tgz made of
+     * `entries`, followed by `otherCharts`.
+     */
+    async function archiveWithChart(
+      name: string,
+      entries: TarEntry[],
+      otherCharts: { path: string; body: Buffer }[] = [],
+    ) {
       const image: ImageSpec = {
         repoTags: ["example/chart-app:1.0"],
         layers: [layer("chart-app")],
@@ -403,6 +411,7 @@ describe.skipIf(env === undefined)("import of generated archives", () => {
               path: "charts/app-1.0.0.tgz",
               body: gzipSync(tarEntries(entries)),
             },
+            ...otherCharts,
           ],
         }),
       );
@@ -426,45 +435,23 @@ describe.skipIf(env === undefined)("import of generated archives", () => {
 
     it("keeps a rewritten chart's name when another chart has it", async () => {
       const namespace = uniqueNamespace("chart-name-taken");
-      const other = gzipSync(
-        tarEntries([
-          {
-            path: "other/Chart.yaml",
-            body: "apiVersion: v2\nname: other\nversion: 9.9.9\n",
-          },
-        ]),
-      );
-      const image: ImageSpec = {
-        repoTags: ["example/chart-app:1.0"],
-        layers: [layer("chart-app")],
-      };
-      const archive = await scratchArchive(
+      const otherChartYaml = "apiVersion: v2\nname: other\nversion: 9.9.9\n";
+      // The first chart's Chart.yaml names it other 9.9.9, the file name of
+      // the second chart.
+      const archive = await archiveWithChart(
         "name-taken.tgz",
-        ppaArchive({
-          manifestYaml,
-          images: [
-            {
-              path: "images/app.tar",
-              body: dockerSaveTarball([image], { format: "legacy" }),
-            },
-          ],
-          charts: [
-            {
-              // Its Chart.yaml names it other 9.9.9, the next chart's file name.
-              path: "charts/app-1.0.0.tgz",
-              body: gzipSync(
-                tarEntries([
-                  {
-                    path: "app/Chart.yaml",
-                    body: "apiVersion: v2\nname: other\nversion: 9.9.9\n",
-                  },
-                  { path: "app/values.yaml", body: values },
-                ]),
-              ),
-            },
-            { path: "charts/other-9.9.9.tgz", body: other },
-          ],
-        }),
+        [
+          { path: "app/Chart.yaml", body: otherChartYaml },
+          { path: "app/values.yaml", body: values },
+        ],
+        [
+          {
+            path: "charts/other-9.9.9.tgz",
+            body: gzipSync(
+              tarEntries([{ path: "other/Chart.yaml", body: otherChartYaml }]),
+            ),
+          },
+        ],
       );
 
       const run = await importFile(archive, namespace);

@@ -191,33 +191,44 @@ function killAfter(
   });
 }
 
+/**
+ * Starts an inspect of a large archive with a private TMPDIR, which shows
+ * the inspect's temporary folder and nothing else, and waits until that
+ * folder exists. Returns the process, the folder, and the exit code and
+ * standard error to come.
+ */
+async function inspectUntilTemporaryFolder() {
+  const folder = await mkdtemp(join(tmpdir(), "ppa-load-interrupt-"));
+  const archive = await largeArchive(folder);
+  const temp = join(folder, "tmp");
+  await mkdir(temp);
+
+  const child = spawn(
+    process.execPath,
+    [join(repoRoot, "bin/ppa-load.js"), "inspect", "--archive", archive],
+    {
+      cwd: folder,
+      env: { ...process.env, TMPDIR: temp },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
+  let stderr = "";
+  child.stderr.on("data", (chunk) => (stderr += chunk));
+  const closed = new Promise<{ code: number | null; stderr: string }>(
+    (resolve) => child.on("close", (code) => resolve({ code, stderr })),
+  );
+  while ((await readdir(temp)).length === 0 && child.exitCode === null) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return { child, temp, closed };
+}
+
 describe("interrupted inspect", () => {
   it("removes its temporary folder on SIGINT", async () => {
-    const folder = await mkdtemp(join(tmpdir(), "ppa-load-interrupt-"));
-    const archive = await largeArchive(folder);
-    // A private TMPDIR shows the inspect's temporary folder, and nothing else.
-    const temp = join(folder, "tmp");
-    await mkdir(temp);
+    const { child, temp, closed } = await inspectUntilTemporaryFolder();
 
-    const child = spawn(
-      process.execPath,
-      [join(repoRoot, "bin/ppa-load.js"), "inspect", "--archive", archive],
-      {
-        cwd: folder,
-        env: { ...process.env, TMPDIR: temp },
-        stdio: ["ignore", "pipe", "pipe"],
-      },
-    );
-    let stderr = "";
-    child.stderr.on("data", (chunk) => (stderr += chunk));
-    const closed = new Promise<number | null>((resolve) =>
-      child.on("close", (code) => resolve(code)),
-    );
-    while ((await readdir(temp)).length === 0 && child.exitCode === null) {
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
     child.kill("SIGINT");
-    const code = await closed;
+    const { code, stderr } = await closed;
 
     expect(code, stderr).toBe(130);
     expect(stderr).toContain("stopped by SIGINT");
@@ -225,33 +236,13 @@ describe("interrupted inspect", () => {
   }, 60_000);
 
   it("removes its temporary folder on a second signal", async () => {
-    const folder = await mkdtemp(join(tmpdir(), "ppa-load-interrupt-"));
-    const archive = await largeArchive(folder);
-    const temp = join(folder, "tmp");
-    await mkdir(temp);
+    const { child, temp, closed } = await inspectUntilTemporaryFolder();
 
-    const child = spawn(
-      process.execPath,
-      [join(repoRoot, "bin/ppa-load.js"), "inspect", "--archive", archive],
-      {
-        cwd: folder,
-        env: { ...process.env, TMPDIR: temp },
-        stdio: ["ignore", "pipe", "pipe"],
-      },
-    );
-    let stderr = "";
-    child.stderr.on("data", (chunk) => (stderr += chunk));
-    const closed = new Promise<number | null>((resolve) =>
-      child.on("close", (code) => resolve(code)),
-    );
-    while ((await readdir(temp)).length === 0 && child.exitCode === null) {
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
     // Two different signals, because a second SIGINT that arrives while the
     // first is pending merges with it.
     child.kill("SIGINT");
     child.kill("SIGTERM");
-    const code = await closed;
+    const { code, stderr } = await closed;
 
     expect(code, stderr).toBe(130);
     expect(stderr).toContain("again: quitting at once");
