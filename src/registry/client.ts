@@ -1533,9 +1533,15 @@ export class RegistryClient {
     } else {
       hint = "check the registry address and that it is running";
     }
+    // OpenSSL's text for this case spans lines and names internal routines.
+    const reason = plainHttpServer
+      ? "the TLS handshake failed because the server answered in plain HTTP"
+      : errorMessage(error)
+          .replace(/\s*\n\s*/g, " ")
+          .trim();
     return new PpaLoadError(
       "REGISTRY",
-      `cannot reach ${this.registry} (${method} ${redactUrl(target.href)}): ${errorMessage(error)}`,
+      `cannot reach ${this.registry} (${method} ${redactUrl(target.href)}): ${reason}`,
       { cause: error, hint },
     );
   }

@@ -1360,6 +1360,9 @@ describe("RegistryClient connection failures", () => {
     expect((error as PpaLoadError).hint).toMatch(
       /answered in plain HTTP where HTTPS was expected; add --insecure/,
     );
+    expect((error as PpaLoadError).message).toMatch(
+      /: the TLS handshake failed because the server answered in plain HTTP$/,
+    );
   });
 });
 
