@@ -1,6 +1,6 @@
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdtemp, rm, truncate } from "node:fs/promises";
+import { mkdtemp, open, rm, truncate } from "node:fs/promises";
 import { join } from "node:path";
 import { PassThrough, Readable, type Transform, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -282,14 +282,21 @@ export class LayerStore {
       storedDigest = output.digest();
       digest = storedDigest;
       blobSize = output.size();
-      // Bytes after the end of the compressed stream, such as zero padding,
-      // are left out of the blob: docker pull rejected a gzip layer with zero
-      // padding that docker load had accepted.
       const streamLength = decompressor.bytesWritten;
       if (streamLength < blobSize) {
-        await truncate(file, streamLength);
-        blobSize = streamLength;
-        digest = await fileDigest(file);
+        if (stored === "zstd" && (await startsZstdFrame(file, streamLength))) {
+          // Node.js decodes only the first of several zstd frames, which
+          // pzstd and zstd:chunked write, so such a layer goes unchecked.
+          // NOTE: its diff_id is not checked, as on Node.js before 22.15.
+          diffId = undefined;
+        } else {
+          // Bytes after the end of the compressed stream, such as zero
+          // padding, are left out of the blob: docker pull rejected a gzip
+          // layer with zero padding that docker load had accepted.
+          await truncate(file, streamLength);
+          blobSize = streamLength;
+          digest = await fileDigest(file);
+        }
       }
     } else {
       await pipeline(source, hashSource, output.tap, output.file);
@@ -509,6 +516,27 @@ export function createLayerDecompressor(
     }
   ).createZstdDecompress;
   return createZstd?.({ chunkSize: 256 * 1024 });
+}
+
+/**
+ * Checks whether a zstd frame, or a skippable frame, starts at `offset` of
+ * a file (RFC 8878, section 3.1).
+ */
+async function startsZstdFrame(file: string, offset: number): Promise<boolean> {
+  const handle = await open(file, "r");
+  try {
+    const { bytesRead, buffer } = await handle.read(
+      Buffer.alloc(4),
+      0,
+      4,
+      offset,
+    );
+    if (bytesRead < 4) return false;
+    const magic = buffer.readUInt32LE(0);
+    return magic === 0xfd2fb528 || (magic & 0xfffffff0) === 0x184d2a50;
+  } finally {
+    await handle.close();
+  }
 }
 
 /** Returns the `sha256:` digest of a file's bytes. */

@@ -106,6 +106,29 @@ describe("LayerStore", () => {
     await store.cleanup();
   });
 
+  it.skipIf(!hasZstd)(
+    "keeps a zstd layer of several frames whole",
+    async () => {
+      const store = new LayerStore({ tempDir: folder, compression: "gzip" });
+      const tar = layerTar({ files: { "opt/app/bin": randomBytes(100_000) } });
+      const frames = Buffer.concat([
+        zstdCompressSync!(tar.subarray(0, 40_000)),
+        zstdCompressSync!(tar.subarray(40_000)),
+      ]);
+
+      const blob = await (
+        await store.add(chunks(frames), frames.length, "layer")
+      ).blob;
+
+      expect(blob.stored).toBe("zstd");
+      expect(blob.digest).toBe(sha256(frames));
+      expect(blob.size).toBe(frames.length);
+      // Node.js decodes only the first frame, so the diff_id stays unchecked.
+      expect(blob.diffId).toBeUndefined();
+      await store.cleanup();
+    },
+  );
+
   it("stores an uncompressed layer with compression none", async () => {
     const store = new LayerStore({ tempDir: folder, compression: "none" });
     const tar = layerTar({ files: { "a/b": "c" } });
