@@ -1,6 +1,7 @@
 import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
+import { PpaLoadError } from "../errors.js";
 import { failureOf } from "../publish/shared.js";
 import type { Failure, ImportEvent, WrittenChart } from "../events.js";
 import type { Plan } from "../plan.js";
@@ -58,11 +59,16 @@ export async function publishCharts(
   );
   const charts: WrittenChart[] = [];
   const paths = new Set(written.map((chart) => chart.path));
+  /** The entry of the chart published under each name and version so far. */
+  const published = new Map<string, string>();
   for (const { entry, path } of written) {
     options.signal?.throwIfAborted();
     const chart: WrittenChart = { entry, path };
     try {
-      await finishChart(chart, plan, mappings, options, reporter, paths);
+      await finishChart(chart, plan, mappings, options, reporter, {
+        paths,
+        published,
+      });
     } catch (error) {
       reporter.fail(failureOf(entry, error, "CHART"));
     }
@@ -78,7 +84,7 @@ async function finishChart(
   mappings: ReturnType<typeof imageMappings>,
   options: ChartPublishOptions,
   reporter: Reporter,
-  paths: Set<string>,
+  { paths, published }: { paths: Set<string>; published: Map<string, string> },
 ): Promise<void> {
   const spec = plan.charts.find((c) => c.entry === chart.entry)?.spec;
   let bytes: Buffer = await readFile(chart.path);
@@ -131,6 +137,24 @@ async function finishChart(
         paths.add(chart.path);
       }
     }
+  }
+
+  if (options.chartMuseum || options.chartRegistry) {
+    // Chart repositories keep one chart per name and version, so a second
+    // chart of the archive with the same ones would replace the first.
+    const { name, version } = await chartNameAndVersion(bytes, chart);
+    const key = `${name}\0${version}`;
+    const first = published.get(key);
+    if (first !== undefined) {
+      throw new PpaLoadError(
+        "CHART",
+        `${chart.entry} is ${name} ${version} by its Chart.yaml, as ${first} is, so it was not uploaded or pushed: a chart repository keeps one chart of each name and version`,
+        {
+          hint: "give one of the two charts another name or version in its Chart.yaml, or remove it from the archive",
+        },
+      );
+    }
+    published.set(key, chart.entry);
   }
 
   if (options.chartMuseum) {

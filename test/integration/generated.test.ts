@@ -472,6 +472,39 @@ describe.skipIf(env === undefined)("import of generated archives", () => {
       ).toEqual(["app-1.0.0.tgz", "other-9.9.9.tgz"]);
     }, 180_000);
 
+    it("pushes one chart of a name and version to a chart registry", async () => {
+      const namespace = uniqueNamespace("chart-same-version");
+      const chartYaml = "apiVersion: v2\nname: twin\nversion: 1.0.0\n";
+      const archive = await archiveWithChart(
+        "same-version.tgz",
+        [
+          { path: "app/Chart.yaml", body: chartYaml },
+          { path: "app/values.yaml", body: values },
+        ],
+        [
+          {
+            path: "charts/twin-copy-1.0.0.tgz",
+            body: gzipSync(
+              tarEntries([{ path: "twin/Chart.yaml", body: chartYaml }]),
+            ),
+          },
+        ],
+      );
+
+      const run = await importFile(archive, namespace, [
+        "--chart-registry",
+        `oci://${env!.registry}/${namespace}/charts`,
+      ]);
+
+      expect(run.code, run.stderr).toBe(3);
+      expect(run.stdout).toContain(
+        "charts/twin-copy-1.0.0.tgz is twin 1.0.0 by its Chart.yaml, as charts/app-1.0.0.tgz is, so it was not uploaded or pushed",
+      );
+      expect(await registry.tags(`${namespace}/charts/twin`)).toEqual([
+        "1.0.0",
+      ]);
+    }, 180_000);
+
     it("rewrites a chart whose entries use backslashes", async () => {
       const namespace = uniqueNamespace("chart-backslash");
       const archive = await archiveWithChart("backslash.tgz", [
