@@ -309,7 +309,12 @@ async function chartOptions(
         scheme: options.insecure ? "http" : undefined,
         credentials: chartCredentials,
         caCert: options.caCert,
+        retry: options.retry,
+        idleTimeoutMs: options.requestTimeoutMs,
       });
+      // The check also settles the scheme of a loopback registry that
+      // speaks HTTPS, as it does for the image registry.
+      await chartClient.ping();
     }
     chartOptions.chartRegistry = { client: chartClient, repositoryPath };
   }
