@@ -21,6 +21,12 @@ process.on("exit", (code) => {
   }
 });
 
+// A last resort for temporary folders on any exit, such as an uncaught
+// error; an import removes its own when it ends.
+const { removeTemporaryFoldersNow } =
+  await import("../dist/temporary-folders.js");
+process.on("exit", () => removeTemporaryFoldersNow());
+
 const { main } = await import("../dist/cli/main.js");
 process.exitCode = await main(process.argv);
 finished = true;

@@ -201,6 +201,30 @@ function cancelOnSignals(
   };
 }
 
+/**
+ * Stops the run when standard output or error is a pipe whose reader has
+ * gone (EPIPE, as with `| head`), as SIGPIPE stops other tools, so that
+ * temporary files are removed. The listeners stay, so that later writes to
+ * the closed stream do not throw.
+ */
+function stopOnClosedOutput(
+  controller: AbortController,
+  io: CliIO,
+  noun: string,
+): void {
+  const onError = (error: NodeJS.ErrnoException) => {
+    if (controller.signal.aborted) return;
+    controller.abort(
+      new PpaLoadError(
+        "ABORTED",
+        `the ${noun} was stopped because its output could not be written (${error.code ?? error.message})`,
+      ),
+    );
+  };
+  io.stdout.on("error", onError);
+  io.stderr.on("error", onError);
+}
+
 /** Returns the exit code of one archive's import. */
 function exitCodeOf(result: ImportResult, aborted: boolean): number {
   if (aborted) return ExitCode.interrupted;
@@ -287,6 +311,7 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
       });
   const controller = new AbortController();
   const removeHandlers = cancelOnSignals(controller, io.stderr);
+  stopOnClosedOutput(controller, io, "import");
   const session = new ImportSession();
   const reportFatal = (caught: unknown, exitCode: number, archive = "") => {
     const error =
@@ -663,6 +688,7 @@ function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
       // folder. A second one removes it and exits at once.
       const controller = new AbortController();
       const removeHandlers = cancelOnSignals(controller, io.stderr, "inspect");
+      stopOnClosedOutput(controller, io, "inspection");
       try {
         setExit(await runInspect(flags, io, controller.signal));
       } finally {

@@ -249,3 +249,42 @@ describe("interrupted inspect", () => {
     expect(await readdir(temp)).toEqual([]);
   }, 60_000);
 });
+
+describe.skipIf(env === undefined)("import with a closed output pipe", () => {
+  it("stops and removes its temporary files", async () => {
+    const folder = await mkdtemp(join(tmpdir(), "ppa-load-epipe-"));
+    const archive = await largeArchive(folder);
+    const temp = join(folder, "tmp");
+    await mkdir(temp);
+
+    const child = spawn(
+      process.execPath,
+      [
+        join(repoRoot, "bin/ppa-load.js"),
+        "--archive",
+        archive,
+        "--namespace",
+        uniqueNamespace("epipe"),
+        "--registry",
+        env!.registry,
+        "--temp-dir",
+        temp,
+        "--verbose",
+      ],
+      { cwd: folder, stdio: ["ignore", "ignore", "pipe"] },
+    );
+    const closed = new Promise<number | null>((resolve) =>
+      child.on("close", (code) => resolve(code)),
+    );
+    // As `| head -1` does: read until the layers are being written, then
+    // close the pipe, so that the next line of progress cannot be written.
+    while ((await readdir(temp)).length === 0 && child.exitCode === null) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    child.stderr.destroy();
+    const code = await closed;
+
+    expect(code).toBe(130);
+    expect(await readdir(temp)).toEqual([]);
+  }, 60_000);
+});
