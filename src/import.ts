@@ -1,3 +1,4 @@
+import { X509Certificate } from "node:crypto";
 import { access, constants, readdir, rmdir, stat } from "node:fs/promises";
 import { availableParallelism, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -192,11 +193,20 @@ export function checkOptions(options: ImportOptions): void {
       `invalid request timeout "${options.requestTimeoutMs}" ms: use at most ${2 ** 31 - 1} ms (24 days), the longest timer Node.js can set`,
     );
   }
-  if (options.caCert !== undefined && !hasPemCertificate(options.caCert)) {
+  const caCertProblem =
+    options.caCert === undefined
+      ? undefined
+      : pemCertificateProblem(options.caCert);
+  if (caCertProblem) {
+    const caCert = options.caCert;
+    const pathLike =
+      typeof caCert === "string" &&
+      !caCert.includes("\n") &&
+      /[/\\]|\.(pem|crt|cer)$/i.test(caCert);
     problems.push(
-      typeof options.caCert === "string" && !options.caCert.includes("\n")
-        ? `caCert contains no PEM certificate: it takes the text of the certificates, and "${options.caCert.slice(0, 200)}" looks like a file path; read the file and pass its contents`
-        : 'caCert contains no PEM certificate (no "-----BEGIN CERTIFICATE-----" line)',
+      pathLike
+        ? `caCert ${caCertProblem}: it takes the text of the certificates, and "${caCert.slice(0, 200)}" looks like a file path; read the file and pass its contents`
+        : `caCert ${caCertProblem}`,
     );
   }
   const chunkSize = options.chunkSize;
@@ -946,7 +956,28 @@ async function publishThroughDocker(
   }
 }
 
-/** Whether PEM text (`--ca-cert`, `caCert`) contains at least one certificate. */
-export function hasPemCertificate(pem: string | Buffer): boolean {
-  return pem.toString().includes("-----BEGIN CERTIFICATE-----");
+/**
+ * Returns what is wrong with PEM text given as CA certificates (`--ca-cert`,
+ * `caCert`), after "caCert" or the file name, or undefined when it holds at
+ * least one certificate and each of them parses.
+ */
+export function pemCertificateProblem(
+  pem: string | Buffer,
+): string | undefined {
+  const blocks =
+    pem
+      .toString()
+      .match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ??
+    [];
+  if (blocks.length === 0) {
+    return 'contains no PEM certificate (no "-----BEGIN CERTIFICATE-----" block)';
+  }
+  for (const [index, block] of blocks.entries()) {
+    try {
+      new X509Certificate(block);
+    } catch (error) {
+      return `contains a certificate that does not parse (number ${index + 1} of ${blocks.length}: ${errorMessage(error)})`;
+    }
+  }
+  return undefined;
 }

@@ -14,7 +14,7 @@ import type { ImportResult } from "../events.js";
 import {
   type ImportOptions,
   checkOptions,
-  hasPemCertificate,
+  pemCertificateProblem,
   importArchive,
 } from "../import.js";
 import { removeTemporaryFoldersNow } from "../temporary-folders.js";
@@ -150,14 +150,11 @@ async function readCaCert(path: string): Promise<Buffer> {
       { hint: "give --ca-cert the path of a PEM file" },
     );
   }
-  if (!hasPemCertificate(pem)) {
-    throw new PpaLoadError(
-      "USAGE",
-      `--ca-cert ${path} contains no PEM certificate (no "-----BEGIN CERTIFICATE-----" line)`,
-      {
-        hint: "give the CA certificate in PEM form; convert a DER file with openssl x509 -inform der -in FILE -out ca.pem",
-      },
-    );
+  const problem = pemCertificateProblem(pem);
+  if (problem) {
+    throw new PpaLoadError("USAGE", `--ca-cert ${path} ${problem}`, {
+      hint: "give the CA certificate in PEM form; convert a DER file with openssl x509 -inform der -in FILE -out ca.pem",
+    });
   }
   return pem;
 }
@@ -334,7 +331,7 @@ async function runImport(flags: ImportFlags, io: CliIO): Promise<number> {
       io.stderr.write(`${printable(formatError(error))}\n`);
     }
   };
-  /** Where --archive-list names each archive it lists. */
+  /** The line of --archive-list that names each archive it lists. */
   const listedAt = new Map<string, string>();
   try {
     let common: Omit<ImportOptions, "archive">;

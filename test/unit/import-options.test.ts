@@ -106,6 +106,21 @@ describe("importArchive option checks", () => {
     expect((error as Error).message).toContain("looks like a file path");
   });
 
+  it("rejects a caCert whose certificate does not parse", async () => {
+    const error = await importArchive({
+      archive: "/nonexistent/archive.tgz",
+      namespace: "team",
+      registry: "registry.example.com",
+      caCert:
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    }).catch((caught: unknown) => caught);
+
+    expect(error).toMatchObject({ code: "USAGE" });
+    expect((error as Error).message).toContain(
+      "caCert contains a certificate that does not parse (number 1 of 1",
+    );
+  });
+
   it("rejects a missing temporary folder before reading", async () => {
     const folder = await mkdtemp(join(tmpdir(), "ppa-load-options-"));
     try {
