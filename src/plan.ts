@@ -267,7 +267,9 @@ function duplicateEntries(paths: string[]): boolean {
 
 /** Prefixes a message with the entry it is about, unless it starts with it. */
 function withEntry(entry: string, message: string): string {
-  return message.startsWith(`${entry}:`) ? message : `${entry}: ${message}`;
+  return message.startsWith(`${entry}:`) || message.startsWith(`${entry} `)
+    ? message
+    : `${entry}: ${message}`;
 }
 
 /**

@@ -231,7 +231,7 @@ export async function* readArchiveEntries(
             "ARCHIVE_UNREADABLE",
             `${file}: ${path} is a ${describeEntryType(entry.type)}${entry.linkpath ? ` to ${entry.linkpath}` : ""}, not a file, so the manifest cannot be read`,
             {
-              hint: "pack the archive again with the manifest stored as a file, e.g. with tar --dereference (-h)",
+              hint: `pack the archive again with the manifest stored as a file, e.g. with GNU tar's ${entry.type === "Link" ? "--hard-dereference" : "--dereference (-h)"}`,
             },
           );
         }

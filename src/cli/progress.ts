@@ -330,7 +330,8 @@ function resultLine(event: ImportEvent, verbose: boolean): string | undefined {
     case "tarball-loaded":
       return `  read ${event.tarball}: ${event.images.map((i) => i.repoTags.join(", ") || i.imageId).join("; ")}`;
     case "tarball-failed":
-      return `  failed to read ${event.tarball}: ${event.message}`;
+      // The message names the tarball itself.
+      return `  failed to read ${event.message.startsWith(event.tarball) ? event.message : `${event.tarball}: ${event.message}`}`;
     case "reference-pushed":
       return `  published ${event.reference.target} ${event.reference.digest}`;
     case "list-pushed":

@@ -93,9 +93,11 @@ export function formatSummary(result: ImportResult): string {
     lines.push(`Failed:`);
     for (const failure of result.failures) {
       // Most messages start with the item they are about.
-      const message = failure.message.startsWith(`${failure.item} `)
-        ? failure.message
-        : `${failure.item}: ${failure.message}`;
+      const message =
+        failure.message.startsWith(`${failure.item} `) ||
+        failure.message.startsWith(`${failure.item}:`)
+          ? failure.message
+          : `${failure.item}: ${failure.message}`;
       lines.push(`  ${message}`);
     }
   }

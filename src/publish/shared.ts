@@ -103,7 +103,7 @@ export function listMembers(
       failure: {
         item: target,
         code: "REGISTRY",
-        message: `manifest list ${target} not written because ${missing.map((m) => m.member.source).join(", ")} failed to publish`,
+        message: `${target}: the manifest list was not written because ${missing.map((m) => m.member.source).join(", ")} failed to publish`,
       },
     };
   }
