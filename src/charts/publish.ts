@@ -127,7 +127,7 @@ async function finishChart(
         const taken = renamed !== chart.path && paths.has(renamed);
         if (taken) {
           reporter.warn(
-            `${chart.entry}: its Chart.yaml names it ${rewrite.name} ${rewrite.version}, and ${renamed} is another chart of this archive, so the rewritten chart keeps the file name ${basename(chart.path)}`,
+            `${chart.entry}: its Chart.yaml names it ${rewrite.name} ${rewrite.version}, and ${basename(renamed)} is the file name of another chart of this archive, so the rewritten chart keeps the file name ${basename(chart.path)}`,
           );
         }
         bytes = rewrite.chart;
