@@ -257,17 +257,16 @@ export class LayerStore {
     if (decompressor) {
       const inflated = createHash("sha256");
       const branch = new PassThrough();
+      let decodeError: Error | undefined;
+      // A failure is judged once the layer is on disk: for zstd it can be
+      // the start of a second frame, which Node.js does not decode.
       const inflate = pipeline(
         branch,
         decompressor,
         tap((chunk) => inflated.update(chunk)),
         devNull(),
-      ).catch((error) => {
-        throw new PpaLoadError(
-          "IMAGE_TARBALL_INVALID",
-          `${label}: the layer is ${stored}-compressed but does not decompress: ${(error as Error).message}`,
-          { hint: "the tarball is damaged; save the image again" },
-        );
+      ).catch((error: Error) => {
+        decodeError = error;
       });
       await Promise.all([
         pipeline(
@@ -278,25 +277,43 @@ export class LayerStore {
         ),
         inflate,
       ]);
+      const notDecompressed = (reason: string) =>
+        new PpaLoadError(
+          "IMAGE_TARBALL_INVALID",
+          `${label}: the layer is ${stored}-compressed but does not decompress: ${reason}`,
+          { hint: "the tarball is damaged; save the image again" },
+        );
       diffId = `sha256:${inflated.digest("hex")}`;
       storedDigest = output.digest();
       digest = storedDigest;
       blobSize = output.size();
       const streamLength = decompressor.bytesWritten;
-      if (streamLength < blobSize) {
-        if (stored === "zstd" && (await startsZstdFrame(file, streamLength))) {
-          // Node.js decodes only the first of several zstd frames, which
-          // pzstd and zstd:chunked write, so such a layer goes unchecked.
-          // NOTE: its diff_id is not checked, as on Node.js before 22.15.
-          diffId = undefined;
-        } else {
-          // Bytes after the end of the compressed stream, such as zero
-          // padding, are left out of the blob: docker pull rejected a gzip
-          // layer with zero padding that docker load had accepted.
-          await truncate(file, streamLength);
-          blobSize = streamLength;
-          digest = await fileDigest(file);
-        }
+      let tail =
+        streamLength < blobSize
+          ? await tailAfterStream(file, streamLength, blobSize)
+          : undefined;
+      if (stored !== "zstd" && tail === "zstd-frame") tail = "other";
+      if (
+        decodeError &&
+        !(stored === "zstd" && tail !== undefined && tail !== "other")
+      ) {
+        throw notDecompressed(decodeError.message);
+      }
+      if (tail === "zstd-frame") {
+        // Node.js decodes only the first of several zstd frames, which
+        // pzstd and zstd:chunked write, so such a layer goes unchecked.
+        // NOTE: its diff_id is not checked, as on Node.js before 22.15.
+        diffId = undefined;
+      } else if (tail === "other") {
+        throw notDecompressed(
+          `${blobSize - streamLength} bytes after the end of its ${stored} stream are neither another stream nor zero padding`,
+        );
+      } else if (tail === "zeros") {
+        // Zero padding after the compressed stream is left out of the
+        // blob: docker pull rejected a gzip layer with zero padding.
+        await truncate(file, streamLength);
+        blobSize = streamLength;
+        digest = await fileDigest(file);
       }
     } else {
       await pipeline(source, hashSource, output.tap, output.file);
@@ -519,21 +536,33 @@ export function createLayerDecompressor(
 }
 
 /**
- * Checks whether a zstd frame, or a skippable frame, starts at `offset` of
- * a file (RFC 8878, section 3.1).
+ * Tells what follows a compressed stream that ends at `offset` of a file of
+ * `size` bytes: another zstd frame or a skippable frame (RFC 8878, section
+ * 3.1), only zero bytes, or anything else.
  */
-async function startsZstdFrame(file: string, offset: number): Promise<boolean> {
+async function tailAfterStream(
+  file: string,
+  offset: number,
+  size: number,
+): Promise<"zstd-frame" | "zeros" | "other"> {
   const handle = await open(file, "r");
   try {
-    const { bytesRead, buffer } = await handle.read(
-      Buffer.alloc(4),
-      0,
-      4,
-      offset,
-    );
-    if (bytesRead < 4) return false;
-    const magic = buffer.readUInt32LE(0);
-    return magic === 0xfd2fb528 || (magic & 0xfffffff0) === 0x184d2a50;
+    const buffer = Buffer.alloc(1024 * 1024);
+    let { bytesRead } = await handle.read(buffer, 0, 4, offset);
+    if (bytesRead === 4) {
+      const magic = buffer.readUInt32LE(0);
+      if (magic === 0xfd2fb528 || (magic & 0xfffffff0) === 0x184d2a50) {
+        return "zstd-frame";
+      }
+    }
+    for (let position = offset; position < size; position += bytesRead) {
+      ({ bytesRead } = await handle.read(buffer, 0, buffer.length, position));
+      if (bytesRead === 0) break;
+      if (buffer.subarray(0, bytesRead).some((byte) => byte !== 0)) {
+        return "other";
+      }
+    }
+    return "zeros";
   } finally {
     await handle.close();
   }

@@ -93,10 +93,9 @@ describe("LayerStore", () => {
     const store = new LayerStore({ tempDir: folder, compression: "gzip" });
     const tar = layerTar({ files: { "opt/app/bin": randomBytes(100_000) } });
     const compressed = zstdCompressSync!(tar);
-    const padded = Buffer.concat([compressed, Buffer.from("trailing")]);
 
     const blob = await (
-      await store.add(chunks(padded), padded.length, "layer")
+      await store.add(chunks(compressed), compressed.length, "layer")
     ).blob;
 
     expect(blob.stored).toBe("zstd");
@@ -109,25 +108,62 @@ describe("LayerStore", () => {
   it.skipIf(!hasZstd)(
     "keeps a zstd layer of several frames whole",
     async () => {
-      const store = new LayerStore({ tempDir: folder, compression: "gzip" });
       const tar = layerTar({ files: { "opt/app/bin": randomBytes(100_000) } });
+      const first = zstdCompressSync!(tar.subarray(0, 40_000));
       const frames = Buffer.concat([
-        zstdCompressSync!(tar.subarray(0, 40_000)),
+        first,
         zstdCompressSync!(tar.subarray(40_000)),
       ]);
+      // The second frame in the chunk that ends the first, and in a chunk of
+      // its own, which Node.js's decoder reports as an error.
+      for (const chunkSize of [64 * 1024, first.length]) {
+        const store = new LayerStore({ tempDir: folder, compression: "gzip" });
 
-      const blob = await (
-        await store.add(chunks(frames), frames.length, "layer")
-      ).blob;
+        const blob = await (
+          await store.add(chunks(frames, chunkSize), frames.length, "layer")
+        ).blob;
 
-      expect(blob.stored).toBe("zstd");
-      expect(blob.digest).toBe(sha256(frames));
-      expect(blob.size).toBe(frames.length);
-      // Node.js decodes only the first frame, so the diff_id stays unchecked.
-      expect(blob.diffId).toBeUndefined();
-      await store.cleanup();
+        expect(blob.stored, String(chunkSize)).toBe("zstd");
+        expect(blob.digest).toBe(sha256(frames));
+        expect(blob.size).toBe(frames.length);
+        // Node.js decodes only the first frame, so the diff_id stays unchecked.
+        expect(blob.diffId).toBeUndefined();
+        await store.cleanup();
+      }
     },
   );
+
+  it.skipIf(!hasZstd)("leaves zero padding after zstd out", async () => {
+    const tar = layerTar({ files: { "opt/app/bin": randomBytes(100_000) } });
+    const compressed = zstdCompressSync!(tar);
+    const padded = Buffer.concat([compressed, Buffer.alloc(200_000)]);
+    for (const chunkSize of [64 * 1024, compressed.length]) {
+      const store = new LayerStore({ tempDir: folder, compression: "gzip" });
+
+      const blob = await (
+        await store.add(chunks(padded, chunkSize), padded.length, "layer")
+      ).blob;
+
+      expect(blob.diffId, String(chunkSize)).toBe(sha256(tar));
+      expect(blob.size).toBe(compressed.length);
+      expect(blob.digest).toBe(sha256(compressed));
+      await store.cleanup();
+    }
+  });
+
+  it.skipIf(!hasZstd)("rejects other bytes after a zstd stream", async () => {
+    const store = new LayerStore({ tempDir: folder, compression: "gzip" });
+    const tar = layerTar({ files: { "opt/app/bin": randomBytes(10_000) } });
+    const compressed = zstdCompressSync!(tar);
+    const trailed = Buffer.concat([compressed, Buffer.from("trailing")]);
+
+    await expect(
+      store.add(chunks(trailed), trailed.length, "layer"),
+    ).rejects.toThrow(
+      "layer: the layer is zstd-compressed but does not decompress: 8 bytes after the end of its zstd stream are neither another stream nor zero padding",
+    );
+    await store.cleanup();
+  });
 
   it("stores an uncompressed layer with compression none", async () => {
     const store = new LayerStore({ tempDir: folder, compression: "none" });
