@@ -1,3 +1,4 @@
+import { tmpdir } from "node:os";
 import { resolve } from "node:path";
 
 import { checkArchiveReadable } from "./archive/entries.js";
@@ -5,6 +6,8 @@ import { chartMuseumTimeout, checkChartMuseum } from "./charts/chartmuseum.js";
 import {
   type ImportOptions,
   checkOptions,
+  checkOutputDir,
+  checkTempDir,
   isRegistry,
   resolveCredentials,
 } from "./import.js";
@@ -58,8 +61,14 @@ export async function dryRunImport(
   options: ImportOptions,
 ): Promise<DryRunResult> {
   checkOptions(options);
-  await checkArchiveReadable(options.archive);
   const outputDir = options.outputDir ?? resolve("ppa-import");
+  // The local checks of an import, before any server is contacted.
+  await checkOutputDir(outputDir);
+  await checkTempDir(
+    options.tempDir ?? tmpdir(),
+    options.tempDir !== undefined,
+  );
+  await checkArchiveReadable(options.archive);
   const registry = options.registry;
   const layoutFolder = registry?.startsWith("oci:")
     ? resolve(registry.slice("oci:".length))

@@ -335,7 +335,7 @@ async function chartOptions(
  * Fails when the output folder exists but is not a folder, before anything
  * is read. Returns whether it existed.
  */
-async function checkOutputDir(folder: string): Promise<boolean> {
+export async function checkOutputDir(folder: string): Promise<boolean> {
   const found = await stat(folder).catch(() => undefined);
   if (found && !found.isDirectory()) {
     throw new PpaLoadError(
@@ -362,7 +362,7 @@ async function checkOutputDir(folder: string): Promise<boolean> {
  * Fails when the folder for temporary layer files is missing, not a folder
  * or not writable, before anything is read.
  */
-async function checkTempDir(
+export async function checkTempDir(
   folder: string,
   fromOption: boolean,
 ): Promise<void> {

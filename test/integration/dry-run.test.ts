@@ -111,6 +111,18 @@ describe.skipIf(!ready)("import --dry-run", () => {
     );
   });
 
+  it("makes the local checks of an import", async () => {
+    const run = await dryRun(uniqueNamespace("dry"), [
+      "--temp-dir",
+      "/nonexistent/ppa-load-temp",
+    ]);
+
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain(
+      "the folder for temporary files /nonexistent/ppa-load-temp does not exist",
+    );
+  });
+
   it("fails on rejected credentials", async () => {
     const cwd = await mkdtemp(join(tmpdir(), "ppa-load-dry-run-"));
 
