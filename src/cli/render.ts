@@ -184,7 +184,7 @@ function tagOutcome(
   }
   if (tag.currentImage && plannedImage) {
     if (options.docker) {
-      return `${exists} with the same image; an import pushes it again`;
+      return `${exists} with the same image; an import pushes it again, which moves the tag if the engine's manifest differs, even with --no-overwrite`;
     }
     return options.noOverwrite
       ? `${exists} with the same image; --no-overwrite fails it unless the import writes the same manifest, as one with the same compression settings does`

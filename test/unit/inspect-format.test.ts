@@ -241,7 +241,7 @@ describe("formatDryRun", () => {
     }).split("\n");
 
     expect(lines).toContain(
-      `  ${target("same")}  exists at ${digest} with the same image; an import pushes it again`,
+      `  ${target("same")}  exists at ${digest} with the same image; an import pushes it again, which moves the tag if the engine's manifest differs, even with --no-overwrite`,
     );
   });
 });
