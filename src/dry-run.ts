@@ -106,7 +106,7 @@ export async function dryRunImport(
       phase: "connect",
       message: `checking ${destination}`,
     });
-    await client?.ping();
+    await client?.ping(options.signal);
     // A loopback registry may have turned out to speak HTTPS.
     if (client) destination = `registry ${client.baseUrl}`;
     if (options.chartMuseum) {

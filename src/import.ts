@@ -324,7 +324,7 @@ async function chartOptions(
       });
       // The check also settles the scheme of a loopback registry that
       // speaks HTTPS, as it does for the image registry.
-      await chartClient.ping();
+      await chartClient.ping(options.signal);
     }
     chartOptions.chartRegistry = { client: chartClient, repositoryPath };
   }
@@ -559,7 +559,7 @@ async function importWithSession(
   }
   // A registry is checked before the archive is read. An OCI layout is made
   // at its first write, so a failed import leaves no empty layout behind.
-  if (target.isRemote) await target.check();
+  if (target.isRemote) await target.check(options.signal);
   else await (target as OciLayoutTarget).checkFolder();
   if (options.chartMuseum) {
     await checkChartMuseum({

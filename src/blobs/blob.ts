@@ -34,7 +34,7 @@ export interface PublishTarget {
   /** Whether publishing sends anything over the network. */
   readonly isRemote: boolean;
   /** Checks that the target is reachable and writable before anything is published. */
-  check(): Promise<void>;
+  check(signal?: AbortSignal): Promise<void>;
   hasBlob(repository: string, digest: string): Promise<boolean>;
   /** Opens the bytes of a blob that `repository` holds. */
   openBlob(repository: string, digest: string): Readable;

@@ -42,8 +42,8 @@ export class RegistryTarget implements PublishTarget {
    * Whether the account may push shows only at the first upload, because the
    * API has no request that tests it without a repository.
    */
-  async check(): Promise<void> {
-    await this.#client.ping();
+  async check(signal?: AbortSignal): Promise<void> {
+    await this.#client.ping(signal);
   }
 
   openBlob(repository: string, digest: string): Readable {

@@ -1,6 +1,6 @@
 import { type HttpResponse, httpRequest, redirectOf } from "./http.js";
 
-import { PpaLoadError, errorMessage } from "../errors.js";
+import { PpaLoadError, cancelledError, errorMessage } from "../errors.js";
 import { formatSeconds } from "../text.js";
 import type { Credentials } from "./credentials.js";
 import { redactUrl } from "./errors.js";
@@ -102,6 +102,8 @@ export async function fetchToken(
     transport?: Transport;
     /** Time the request may take in all, redirects and body included. Default 240000. */
     timeoutMs?: number;
+    /** Cancels the request, e.g. on Ctrl-C. */
+    signal?: AbortSignal;
   } = {},
 ): Promise<{ token: string; expiresAt: number }> {
   const realm = challenge.params.realm;
@@ -149,7 +151,11 @@ export async function fetchToken(
       : undefined;
   const origin = url.origin;
   const timeoutMs = options.timeoutMs ?? defaultTokenTimeoutMs;
-  const signal = AbortSignal.timeout(timeoutMs);
+  const timeout = AbortSignal.timeout(timeoutMs);
+  const signal = options.signal
+    ? AbortSignal.any([timeout, options.signal])
+    : timeout;
+  const cancelled = options.signal;
   let response: HttpResponse;
   for (let redirects = 0; ; redirects++) {
     try {
@@ -163,6 +169,7 @@ export async function fetchToken(
         signal,
       });
     } catch (error) {
+      if (cancelled?.aborted) throw cancelledError(cancelled, error);
       if (signal.aborted) throw tokenTimedOut(url, timeoutMs);
       throw new PpaLoadError(
         "REGISTRY",
@@ -214,6 +221,7 @@ export async function fetchToken(
     );
   }
   const text = await readTokenBody(response, url).catch((error) => {
+    if (cancelled?.aborted) throw cancelledError(cancelled, error);
     throw signal.aborted ? tokenTimedOut(url, timeoutMs) : error;
   });
   let body: unknown;

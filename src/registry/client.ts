@@ -271,8 +271,11 @@ async function discard(response: HttpResponse): Promise<void> {
   await response.discard();
 }
 
-function cancelled(registry: string): PpaLoadError {
-  return new PpaLoadError("ABORTED", `the upload to ${registry} was cancelled`);
+function cancelled(registry: string, what = "upload"): PpaLoadError {
+  return new PpaLoadError(
+    "ABORTED",
+    `the ${what} to ${registry} was cancelled`,
+  );
 }
 
 function checkChunkSize(chunkSize: number | undefined): void {
@@ -402,9 +405,9 @@ export class RegistryClient {
    * its response shows that the port speaks HTTPS. Docker also tries both
    * schemes for these hosts.
    */
-  async ping(): Promise<void> {
+  async ping(signal?: AbortSignal): Promise<void> {
     try {
-      const response = await this.#request("/v2/", { scopes: [] });
+      const response = await this.#request("/v2/", { scopes: [], signal });
       await this.#expect(response, [200], "GET", "/v2/");
     } catch (error) {
       if (
@@ -418,7 +421,7 @@ export class RegistryClient {
       this.#loopbackDefault = false;
       this.#baseUrl = `https://${this.registry}`;
       this.#origin = new URL(this.#baseUrl).origin;
-      const response = await this.#request("/v2/", { scopes: [] });
+      const response = await this.#request("/v2/", { scopes: [], signal });
       await this.#expect(response, [200], "GET", "/v2/");
     }
   }
@@ -1125,7 +1128,10 @@ export class RegistryClient {
     return `log in with docker login ${this.registry}, or give --username and --password-stdin`;
   }
 
-  async #authorization(scopes: string[]): Promise<string | undefined> {
+  async #authorization(
+    scopes: string[],
+    signal?: AbortSignal,
+  ): Promise<string | undefined> {
     const challenge = this.#challenge;
     if (!challenge) return undefined;
     if (challenge.scheme === "basic") return basicHeader(this.#credentials);
@@ -1136,6 +1142,7 @@ export class RegistryClient {
       cached = await fetchToken(challenge, scopes, this.#credentials, {
         transport: this.#transport,
         timeoutMs: 2 * this.#idleTimeoutMs,
+        signal,
       });
       this.#tokens.set(key, cached);
     }
@@ -1363,7 +1370,10 @@ export class RegistryClient {
       ...options.headers,
     };
     if (target.origin === this.#origin) {
-      const authorization = await this.#authorization(options.scopes);
+      const authorization = await this.#authorization(
+        options.scopes,
+        options.signal,
+      );
       if (authorization) headers.authorization = authorization;
     }
     const stream =
@@ -1429,7 +1439,14 @@ export class RegistryClient {
       clearTimeout(timer);
       stream?.destroy();
       if (stream?.failure) throw stream.failure;
-      if (options.signal?.aborted) throw cancelled(this.registry);
+      if (options.signal?.aborted) {
+        throw cancelled(
+          this.registry,
+          method === "GET" || method === "HEAD"
+            ? `${method} request`
+            : "upload",
+        );
+      }
       if (idle.signal.aborted) throw this.#timedOut(target, method);
       throw this.#unreachable(target, method, error);
     }

@@ -82,6 +82,22 @@ describe("fetchToken", () => {
     expect((error as PpaLoadError).hint).toContain("--request-timeout");
   });
 
+  it("stops at once when its signal aborts", async () => {
+    const service = await tokenService(() => undefined);
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 50);
+
+    const error = await fetchToken(
+      challengeFor(`${service.url}/token`),
+      [],
+      credentials,
+      { timeoutMs: 60_000, signal: controller.signal },
+    ).catch((caught: unknown) => caught);
+
+    expect(error).toBeInstanceOf(PpaLoadError);
+    expect((error as PpaLoadError).code).toBe("ABORTED");
+  });
+
   it("rejects JSON without a token string", async () => {
     const service = await tokenService((_request, response) =>
       response.end("null"),
