@@ -740,8 +740,9 @@ function record(
   if (decision) rewrite.warnings.push(...decision.warnings);
   if (result.status === "changed" && result.aliasedAt) {
     const keys = result.aliasedAt.join(", ");
+    const one = result.aliasedAt.length === 1;
     rewrite.warnings.push(
-      `${describeValue(resolved, options)} has a YAML anchor, and ${keys} ${result.aliasedAt.length === 1 ? "is an alias" : "are aliases"} of it, so ${result.aliasedAt.length === 1 ? "it changes" : "they change"} to ${result.to} as well. Write the old value out at ${keys} in the chart if ${result.aliasedAt.length === 1 ? "it" : "they"} should keep it.`,
+      `${describeValue(resolved, options)} is part of a value with a YAML anchor, and ${keys} ${one ? "is an alias" : "are aliases"} of it, so the new value ${result.to} appears there too. Write the old value out at ${keys} in the chart if ${one ? "it" : "they"} should keep it.`,
     );
   }
   if (result.status === "changed" && decision) {

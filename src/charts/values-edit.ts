@@ -16,6 +16,7 @@ import {
   Scalar,
   isAlias,
   isMap,
+  isNode,
   isPair,
   isScalar,
   isSeq,
@@ -365,7 +366,7 @@ function applyEdit(
     rendered = ` ${rendered}`;
   }
   pending.set(node, { start, end, text: rendered, value });
-  const aliasedAt = node.anchor ? aliasPaths(document, node.anchor) : [];
+  const aliasedAt = aliasPaths(document, node);
   return {
     path,
     status: "changed",
@@ -376,21 +377,39 @@ function applyEdit(
   };
 }
 
-/** Returns the dotted key paths of the aliases of an anchor in a document. */
+/**
+ * Returns the dotted key paths of the aliases that resolve to a node: to an
+ * anchor on the node itself or on a map or list that contains it. An alias
+ * refers to the last anchor of its name before it, so a later anchor of the
+ * same name ends the ones that count.
+ */
 function aliasPaths(
   document: Document.Parsed | undefined,
-  anchor: string,
+  target: Node,
 ): string[] {
   const paths: string[] = [];
   if (!document) return paths;
-  visit(document, {
-    Alias(_key, node, ancestors) {
-      if (node.source !== anchor) return;
+  const anchored = new Set<unknown>();
+  visit(document, (_key, node, ancestors) => {
+    if (node !== target) return undefined;
+    for (const candidate of [...ancestors, node]) {
+      if (isNode(candidate) && candidate.anchor) anchored.add(candidate);
+    }
+    return visit.BREAK;
+  });
+  if (anchored.size === 0) return paths;
+  /** Whether each anchor name refers to the node or a container of it now. */
+  const current = new Map<string, boolean>();
+  visit(document, (_key, node, ancestors) => {
+    if (isAlias(node)) {
+      if (!current.get(node.source)) return;
       const keys = ancestors.flatMap((ancestor) =>
         isPair(ancestor) ? [keyText(ancestor.key) ?? "?"] : [],
       );
       paths.push(keys.join(".") || "the document");
-    },
+    } else if (isNode(node) && node.anchor) {
+      current.set(node.anchor, anchored.has(node));
+    }
   });
   return paths;
 }

@@ -881,7 +881,7 @@ describe("rewriteChart", () => {
     expect(result.changes.map((c) => c.key)).toEqual(["image.repository"]);
     expect(result.warnings).toContainEqual(
       expect.stringContaining(
-        `image.repository has a YAML anchor, and mirror.upstreamImage is an alias of it, so it changes to ${R}/${N}/ibmcom/mq as well`,
+        `image.repository is part of a value with a YAML anchor, and mirror.upstreamImage is an alias of it, so the new value ${R}/${N}/ibmcom/mq appears there too`,
       ),
     );
   });

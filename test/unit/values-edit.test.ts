@@ -239,6 +239,27 @@ describe("editYamlScalars", () => {
     expect(results[0].aliasedAt).toEqual(["other"]);
   });
 
+  it("finds the aliases that resolve to an edited value", () => {
+    const before = [
+      "image: &img",
+      "  repository: ibmcom/mq",
+      "init: *img",
+      "migrate:",
+      "  <<: *img",
+      "side: &img",
+      "  repository: busybox",
+      "late: *img",
+      "",
+    ].join("\n");
+
+    const { results } = editYamlScalars(before, [
+      set("image.repository", "r/ns/ibmcom/mq"),
+    ]);
+
+    // late refers to the second &img, which holds busybox.
+    expect(results[0].aliasedAt).toEqual(["init", "migrate.<<"]);
+  });
+
   it("reports aliases and does not rewrite through them", () => {
     const before = [
       "defaults: &defaults",
