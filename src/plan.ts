@@ -94,6 +94,8 @@ export interface PlanInput {
    * explains an archive with nothing to publish and a chart that was skipped.
    */
   entryPaths?: string[];
+  /** Entries the archive reader passed over, with the reason. */
+  skipped?: { item: string; reason: string }[];
   registry: string;
   namespace: string;
   /**
@@ -201,8 +203,13 @@ function locateReference(
   if (ref.archive) {
     const { tarball, byFileName } = findTarball(input.tarballs, ref.archive);
     if (!tarball) {
+      const skipped = input.skipped?.find(
+        (entry) => entry.item === normalizeManifestPath(ref.archive!),
+      );
       plan.errors.push(
-        `${describeFiles(ref)} maps ${nameOf(ref)} to ${ref.archive}, which the archive does not contain`,
+        skipped
+          ? `${describeFiles(ref)} maps ${nameOf(ref)} to ${ref.archive}, an entry that was skipped: ${skipped.reason}`
+          : `${describeFiles(ref)} maps ${nameOf(ref)} to ${ref.archive}, which the archive does not contain`,
       );
       return undefined;
     }

@@ -327,6 +327,7 @@ export function planImport(
     registry,
     namespace,
     entryPaths: contents.entryPaths,
+    skipped: contents.skipped,
     plusInTags,
   });
   plan.errors.unshift(...problems);

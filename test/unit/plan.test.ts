@@ -275,6 +275,23 @@ describe("buildPlan", () => {
     ]);
   });
 
+  it("names the reason an archive entry was skipped", () => {
+    const plan = buildPlan(
+      input({
+        json: JSON.stringify({
+          images: [{ image: "app", tag: "1", archive: "images/app.tar" }],
+        }),
+        skipped: [
+          { item: "images/app.tar", reason: "it is a GNU sparse file" },
+        ],
+      }),
+    );
+
+    expect(plan.errors).toEqual([
+      "manifest.json maps app:1 to images/app.tar, an entry that was skipped: it is a GNU sparse file",
+    ]);
+  });
+
   it("names entries that repeat one path", () => {
     const plan = buildPlan(
       input({
