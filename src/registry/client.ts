@@ -362,6 +362,8 @@ export class RegistryClient {
   readonly #onWarning?: RegistryClientOptions["onWarning"];
   readonly #idleTimeoutMs: number;
   #challenge: Challenge | undefined;
+  /** The URL that sent each response, after redirects. */
+  readonly #responseUrls = new WeakMap<HttpResponse, URL>();
   readonly #tokens = new Map<string, { token: string; expiresAt: number }>();
 
   constructor(options: RegistryClientOptions) {
@@ -1188,8 +1190,10 @@ export class RegistryClient {
   ): Promise<HttpResponse> {
     let response = await this.#send(url, method, options);
     // Credentials go only to the registry's own origin, never to another host
-    // that a Location header names.
-    if (response.status !== 401 || new URL(url).origin !== this.#origin) {
+    // that a Location header names. A 401 after a redirect comes from the
+    // redirect's target, so it is not the registry's own challenge.
+    const answeredBy = this.#responseUrls.get(response) ?? new URL(url);
+    if (response.status !== 401 || answeredBy.origin !== this.#origin) {
       return response;
     }
 
@@ -1249,7 +1253,10 @@ export class RegistryClient {
     for (let redirects = 0; ; redirects++) {
       const response = await this.#sendOnce(target, currentMethod, current);
       const redirect = redirectOf(response, target, currentMethod);
-      if (!redirect) return response;
+      if (!redirect) {
+        this.#responseUrls.set(response, target);
+        return response;
+      }
       await discard(response);
       if (redirects >= maxRedirects) {
         throw new PpaLoadError(

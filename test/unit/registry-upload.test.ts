@@ -1716,6 +1716,42 @@ describe("TLS and proxies", () => {
     expect(registry.requests).toHaveLength(0);
   });
 
+  it("sends no credentials after a redirect's 401", async () => {
+    const registry = await startRegistry({ key, cert });
+    registry.basicAuthorization = `Basic ${Buffer.from("user:secret").toString("base64")}`;
+    const seen: (string | undefined)[] = [];
+    const redirector = http.createServer((request, response) => {
+      seen.push(request.headers.authorization);
+      response.writeHead(307, { location: `${registry.origin}${request.url}` });
+      response.end();
+    });
+    await new Promise<void>((resolve) =>
+      redirector.listen(0, "127.0.0.1", resolve),
+    );
+    started.push({
+      close: () =>
+        new Promise<void>((resolve) => {
+          redirector.closeAllConnections();
+          redirector.close(() => resolve());
+        }),
+    });
+    const port = (redirector.address() as net.AddressInfo).port;
+    const client = new RegistryClient({
+      registry: `127.0.0.1:${port}`,
+      caCert: cert,
+      credentials: { username: "user", password: "secret", source: "test" },
+      env: {},
+    });
+
+    const error = await client.ping().catch((caught: unknown) => caught);
+
+    expect(error).toBeInstanceOf(RegistryError);
+    expect((error as RegistryError).status).toBe(401);
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.every((value) => value === undefined)).toBe(true);
+    client.close();
+  });
+
   it("switches a loopback registry to https when it asks", async () => {
     const registry = await startRegistry({ key, cert });
     // One port for both protocols, as Go's HTTPS servers answer plain HTTP
