@@ -15,6 +15,7 @@ import {
 } from "./manifest/model.js";
 import { normalizeManifestPath } from "./manifest/parse.js";
 import { checkReference, parseReference, stripHost } from "./reference.js";
+import { withSubject } from "./text.js";
 
 /** An image tarball read from the archive, or why it could not be read. */
 export interface TarballRecord {
@@ -260,7 +261,7 @@ function locateReference(
   plan.errors.push(
     `${describeFiles(ref)} names ${nameOf(ref)}, but no image tarball in the archive carries that name` +
       (unreadable.length
-        ? ` (unreadable: ${unreadable.map((t) => withEntry(t.entry, t.error?.message ?? "unknown reason")).join("; ")})`
+        ? ` (unreadable: ${unreadable.map((t) => withSubject(t.entry, t.error?.message ?? "unknown reason")).join("; ")})`
         : "") +
       unnamedImages(ref, input),
   );
@@ -270,13 +271,6 @@ function locateReference(
 /** Whether every path of a list is the same one, as entries repeated in an archive are. */
 function duplicateEntries(paths: string[]): boolean {
   return paths.length > 1 && new Set(paths).size === 1;
-}
-
-/** Prefixes a message with the entry it is about, unless it starts with it. */
-function withEntry(entry: string, message: string): string {
-  return message.startsWith(`${entry}:`) || message.startsWith(`${entry} `)
-    ? message
-    : `${entry}: ${message}`;
 }
 
 /**

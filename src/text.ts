@@ -25,3 +25,13 @@ export function formatSeconds(milliseconds: number): string {
   const seconds = milliseconds / 1000;
   return `${seconds < 10 ? seconds.toFixed(1) : Math.round(seconds)} s`;
 }
+
+/**
+ * Prefixes a message with the item it is about, as `ITEM: MESSAGE`, unless
+ * the message already starts with the item followed by a space or colon.
+ */
+export function withSubject(item: string, message: string): string {
+  return message.startsWith(`${item}:`) || message.startsWith(`${item} `)
+    ? message
+    : `${item}: ${message}`;
+}

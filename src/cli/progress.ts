@@ -1,7 +1,7 @@
 import type { Ora, Options as OraOptions } from "ora";
 
 import type { ImportEvent, Phase } from "../events.js";
-import { printable } from "../text.js";
+import { printable, withSubject } from "../text.js";
 import { formatDuration, formatSize } from "./format.js";
 
 /** Progress of one image that is being pushed. */
@@ -330,8 +330,7 @@ function resultLine(event: ImportEvent, verbose: boolean): string | undefined {
     case "tarball-loaded":
       return `  read ${event.tarball}: ${event.images.map((i) => i.repoTags.join(", ") || i.imageId).join("; ")}`;
     case "tarball-failed":
-      // The message names the tarball itself.
-      return `  failed to read ${event.message.startsWith(event.tarball) ? event.message : `${event.tarball}: ${event.message}`}`;
+      return `  failed to read ${withSubject(event.tarball, event.message)}`;
     case "reference-pushed":
       return `  published ${event.reference.target} ${event.reference.digest}`;
     case "list-pushed":

@@ -1,4 +1,4 @@
-import { countOf } from "../text.js";
+import { countOf, withSubject } from "../text.js";
 
 import { PpaLoadError, errorMessage } from "../errors.js";
 import { type ImportResult, formatPlatform } from "../events.js";
@@ -92,13 +92,7 @@ export function formatSummary(result: ImportResult): string {
   if (result.failures.length > 0) {
     lines.push(`Failed:`);
     for (const failure of result.failures) {
-      // Most messages start with the item they are about.
-      const message =
-        failure.message.startsWith(`${failure.item} `) ||
-        failure.message.startsWith(`${failure.item}:`)
-          ? failure.message
-          : `${failure.item}: ${failure.message}`;
-      lines.push(`  ${message}`);
+      lines.push(`  ${withSubject(failure.item, failure.message)}`);
     }
   }
   if (layout && result.published.length > 0) {
