@@ -1,13 +1,10 @@
-import { tmpdir } from "node:os";
 import { resolve } from "node:path";
 
-import { checkArchiveReadable } from "./archive/entries.js";
 import { chartMuseumTimeout, checkChartMuseum } from "./charts/chartmuseum.js";
 import {
   type ImportOptions,
+  checkLocalPaths,
   checkOptions,
-  checkOutputDir,
-  checkTempDir,
   isRegistry,
   resolveCredentials,
 } from "./import.js";
@@ -62,13 +59,7 @@ export async function dryRunImport(
 ): Promise<DryRunResult> {
   checkOptions(options);
   const outputDir = options.outputDir ?? resolve("ppa-import");
-  // The local checks of an import, before any server is contacted.
-  await checkOutputDir(outputDir);
-  await checkTempDir(
-    options.tempDir ?? tmpdir(),
-    options.tempDir !== undefined,
-  );
-  await checkArchiveReadable(options.archive);
+  await checkLocalPaths(options, outputDir);
   const registry = options.registry;
   const layoutFolder = registry?.startsWith("oci:")
     ? resolve(registry.slice("oci:".length))

@@ -332,10 +332,26 @@ async function chartOptions(
 }
 
 /**
+ * Checks the archive, the output folder and the folder for temporary files,
+ * so that local mistakes are reported before any server is contacted.
+ * Returns whether the output folder existed, and the temporary folder.
+ */
+export async function checkLocalPaths(
+  options: ImportOptions,
+  outputDir: string,
+): Promise<{ outputExisted: boolean; tempDir: string }> {
+  const outputExisted = await checkOutputDir(outputDir);
+  const tempDir = options.tempDir ?? tmpdir();
+  await checkTempDir(tempDir, options.tempDir !== undefined);
+  await checkArchiveReadable(options.archive);
+  return { outputExisted, tempDir };
+}
+
+/**
  * Fails when the output folder exists but is not a folder, before anything
  * is read. Returns whether it existed.
  */
-export async function checkOutputDir(folder: string): Promise<boolean> {
+async function checkOutputDir(folder: string): Promise<boolean> {
   const found = await stat(folder).catch(() => undefined);
   if (found && !found.isDirectory()) {
     throw new PpaLoadError(
@@ -362,7 +378,7 @@ export async function checkOutputDir(folder: string): Promise<boolean> {
  * Fails when the folder for temporary layer files is missing, not a folder
  * or not writable, before anything is read.
  */
-export async function checkTempDir(
+async function checkTempDir(
   folder: string,
   fromOption: boolean,
 ): Promise<void> {
@@ -537,11 +553,7 @@ async function importWithSession(
   } else {
     target = new OciLayoutTarget(layoutFolder!);
   }
-  // Local mistakes are reported before any server is contacted.
-  const outputExisted = await checkOutputDir(outputDir);
-  const tempDir = options.tempDir ?? tmpdir();
-  await checkTempDir(tempDir, options.tempDir !== undefined);
-  await checkArchiveReadable(options.archive);
+  const { outputExisted, tempDir } = await checkLocalPaths(options, outputDir);
   if (options.docker) {
     emit({
       type: "phase",
