@@ -139,23 +139,22 @@ async function finishChart(
     }
   }
 
-  if (options.chartMuseum || options.chartRegistry) {
-    // Chart repositories keep one chart per name and version, so a second
-    // chart of the archive with the same ones would replace the first.
-    const { name, version } = await chartNameAndVersion(bytes, chart);
-    const key = `${name}\0${version}`;
-    const first = published.get(key);
-    if (first !== undefined) {
-      throw new PpaLoadError(
-        "CHART",
-        `${chart.entry} is ${name} ${version} by its Chart.yaml, as ${first} is, so it was not uploaded or pushed: a chart repository keeps one chart of each name and version`,
-        {
-          hint: "give one of the two charts another name or version in its Chart.yaml, or remove it from the archive",
-        },
-      );
-    }
-    published.set(key, chart.entry);
+  if (!options.chartMuseum && !options.chartRegistry) return;
+  // Chart repositories keep one chart per name and version, so a second
+  // chart of the archive with the same ones would replace the first.
+  const { name, version } = await chartNameAndVersion(bytes, chart);
+  const key = `${name}\0${version}`;
+  const first = published.get(key);
+  if (first !== undefined) {
+    throw new PpaLoadError(
+      "CHART",
+      `${chart.entry} is ${name} ${version} by its Chart.yaml, as ${first} is, so it was not uploaded or pushed: a chart repository keeps one chart of each name and version`,
+      {
+        hint: "give one of the two charts another name or version in its Chart.yaml, or remove it from the archive",
+      },
+    );
   }
+  published.set(key, chart.entry);
 
   if (options.chartMuseum) {
     const uploaded = await uploadToChartMuseum({
@@ -173,7 +172,6 @@ async function finishChart(
   }
 
   if (options.chartRegistry) {
-    const { name, version } = await chartNameAndVersion(bytes, chart);
     const pushed = await pushChartToOci({
       client: options.chartRegistry.client,
       repositoryPath: options.chartRegistry.repositoryPath,
