@@ -1,3 +1,5 @@
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
 import type { Readable } from "node:stream";
 
 /**
@@ -61,4 +63,16 @@ export interface PublishTarget {
   ): Promise<string>;
   /** Returns the digest of the manifest that `repository:tag` points at, or undefined. */
   getTagDigest(repository: string, tag: string): Promise<string | undefined>;
+}
+
+/** Returns the `sha256:` digest of a file's bytes. */
+export async function fileDigest(
+  path: string,
+  signal?: AbortSignal,
+): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(path, { signal })) {
+    hash.update(chunk as Buffer);
+  }
+  return `sha256:${hash.digest("hex")}`;
 }

@@ -11,7 +11,7 @@ import {
   trackTemporaryFolder,
   untrackTemporaryFolder,
 } from "../temporary-folders.js";
-import type { BlobSource } from "./blob.js";
+import { type BlobSource, fileDigest } from "./blob.js";
 import { createParallelGzip } from "./gzip.js";
 
 export type Compression = "gzip" | "none";
@@ -566,17 +566,6 @@ async function tailAfterStream(
   } finally {
     await handle.close();
   }
-}
-
-/** Returns the `sha256:` digest of a file's bytes. */
-async function fileDigest(file: string): Promise<string> {
-  const hash = createHash("sha256");
-  await pipeline(
-    createReadStream(file),
-    tap((chunk) => hash.update(chunk)),
-    devNull(),
-  );
-  return `sha256:${hash.digest("hex")}`;
 }
 
 function devNull(): Writable {

@@ -16,11 +16,12 @@ import { type Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 
-import type {
-  BlobOutcome,
-  BlobSource,
-  PublishTarget,
-  PutBlobOptions,
+import {
+  type BlobOutcome,
+  type BlobSource,
+  type PublishTarget,
+  type PutBlobOptions,
+  fileDigest,
 } from "../blobs/blob.js";
 import { PpaLoadError, errorMessage } from "../errors.js";
 import { MediaType } from "../registry/media-types.js";
@@ -754,16 +755,4 @@ async function statIfExists(path: string): Promise<Stats | undefined> {
 
 function errorCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | undefined)?.code;
-}
-
-/** Returns the `sha256:` digest of a file's bytes. */
-async function fileDigest(
-  path: string,
-  signal: AbortSignal | undefined,
-): Promise<string> {
-  const hash = createHash("sha256");
-  for await (const chunk of createReadStream(path, { signal })) {
-    hash.update(chunk as Buffer);
-  }
-  return `sha256:${hash.digest("hex")}`;
 }
