@@ -15,11 +15,14 @@ import {
   type ChartMuseumServer,
   startChartMuseum,
 } from "../helpers/chartmuseum-server.js";
+import { TestServers } from "../helpers/http-server.js";
 
 const servers: { close(): Promise<void> }[] = [];
+const plainServers = new TestServers();
 
 afterEach(async () => {
   await Promise.all(servers.splice(0).map((server) => server.close()));
+  await plainServers.closeAll();
 });
 
 async function museum(
@@ -444,24 +447,9 @@ describe("uploadToChartMuseum", () => {
 
   it("times out on a silent server", async () => {
     // The server reads the upload and never responds.
-    const silent = createServer((request) => request.resume());
-    await new Promise<void>((resolve) =>
-      silent.listen(0, "127.0.0.1", resolve),
-    );
-    servers.push({
-      close: () =>
-        new Promise<void>((resolve) => {
-          silent.closeAllConnections();
-          silent.close(() => resolve());
-        }),
-    });
-    const { port } = silent.address() as AddressInfo;
+    const silent = await plainServers.start((request) => request.resume());
 
-    const error = await uploadError(
-      { url: `http://127.0.0.1:${port}` },
-      demoChart(),
-      { timeoutMs: 300 },
-    );
+    const error = await uploadError(silent, demoChart(), { timeoutMs: 300 });
 
     expect(error.code).toBe("CHART");
     expect(error.message).toContain("did not answer POST");

@@ -22,6 +22,7 @@ import {
   parseRetryAfter,
 } from "../../src/registry/client.js";
 import { UploadJournal } from "../../src/registry/upload-journal.js";
+import { TestServers } from "../helpers/http-server.js";
 import { RegistryError } from "../../src/registry/errors.js";
 import { proxyFor, proxySettings } from "../../src/registry/transport.js";
 
@@ -379,8 +380,11 @@ function clientFor(
   });
 }
 
+const plainServers = new TestServers();
+
 afterEach(async () => {
   await Promise.all(started.splice(0).map((server) => server.close()));
+  await plainServers.closeAll();
 });
 
 describe("RegistryClient.uploadBlob in one PUT", () => {
@@ -1720,24 +1724,13 @@ describe("TLS and proxies", () => {
     const registry = await startRegistry({ key, cert });
     registry.basicAuthorization = `Basic ${Buffer.from("user:secret").toString("base64")}`;
     const seen: (string | undefined)[] = [];
-    const redirector = http.createServer((request, response) => {
+    const redirector = await plainServers.start((request, response) => {
       seen.push(request.headers.authorization);
       response.writeHead(307, { location: `${registry.origin}${request.url}` });
       response.end();
     });
-    await new Promise<void>((resolve) =>
-      redirector.listen(0, "127.0.0.1", resolve),
-    );
-    started.push({
-      close: () =>
-        new Promise<void>((resolve) => {
-          redirector.closeAllConnections();
-          redirector.close(() => resolve());
-        }),
-    });
-    const port = (redirector.address() as net.AddressInfo).port;
     const client = new RegistryClient({
-      registry: `127.0.0.1:${port}`,
+      registry: new URL(redirector.url).host,
       caCert: cert,
       credentials: { username: "user", password: "secret", source: "test" },
       env: {},
