@@ -9,8 +9,8 @@ if (major < 22 || (major === 22 && minor < 12)) {
 }
 
 // Node.js exits with 13 when the event loop runs empty while a top-level
-// await is pending: some step waited for work that could never finish. Its
-// own warning names only this file, so say what happened.
+// await is pending, because some step waited for work that could never
+// finish. Its own warning names only this file, so the handler explains.
 let finished = false;
 process.on("exit", (code) => {
   if (code === 13 && !finished) {

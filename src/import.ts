@@ -825,7 +825,8 @@ async function stageEarly(
     )
   ).filter((blob): blob is LayerBlob => blob !== undefined);
   // A target that the full plan will reject (too long, invalid) is not
-  // contacted: the registry would answer with errors that are retried.
+  // contacted, because the registry would respond with errors that are
+  // retried.
   const repositories = new Set(
     plan.references
       .filter(
@@ -970,7 +971,7 @@ async function publishThroughDocker(
 
 /**
  * Returns what is wrong with PEM text given as CA certificates (`--ca-cert`,
- * `caCert`), after "caCert" or the file name, or undefined when it holds at
+ * `caCert`), after "caCert" or the file name, or undefined when it contains at
  * least one certificate and each of them parses.
  */
 export function pemCertificateProblem(

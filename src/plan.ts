@@ -268,16 +268,19 @@ function locateReference(
   return undefined;
 }
 
-/** Whether every path of a list is the same one, as entries repeated in an archive are. */
+/**
+ * Checks whether every path of a list is the same one, as with an entry
+ * that an archive repeats.
+ */
 function duplicateEntries(paths: string[]): boolean {
   return paths.length > 1 && new Set(paths).size === 1;
 }
 
 /**
  * Warns when a manifest maps a name with "archive" to a tarball whose image
- * carries other names, while another tarball carries that very name: the
- * archive field may point at the wrong file. The field wins, as it must for
- * images saved by ID, which carry no name.
+ * carries other names while another tarball carries that very name, because
+ * the archive field may point at the wrong file. The field wins, as it must
+ * for images saved by ID, which carry no name.
  */
 function warnIfNamedElsewhere(
   ref: ReferenceSpec,

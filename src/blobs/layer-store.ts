@@ -258,8 +258,9 @@ export class LayerStore {
       const inflated = createHash("sha256");
       const branch = new PassThrough();
       let decodeError: Error | undefined;
-      // A failure is judged once the layer is on disk: for zstd it can be
-      // the start of a second frame, which Node.js does not decode.
+      // A decoding failure is judged once the layer is on disk, because for
+      // zstd it can be the start of a second frame, which Node.js does not
+      // decode.
       const inflate = pipeline(
         branch,
         decompressor,
@@ -300,9 +301,9 @@ export class LayerStore {
         throw notDecompressed(decodeError.message);
       }
       if (tail === "zstd-frame") {
-        // Node.js decodes only the first of several zstd frames, which
-        // pzstd and zstd:chunked write, so such a layer goes unchecked.
-        // NOTE: its diff_id is not checked, as on Node.js before 22.15.
+        // NOTE: Node.js decodes only the first of several zstd frames, which
+        // pzstd and zstd:chunked write, so the diff_id of such a layer is
+        // not checked.
         diffId = undefined;
       } else if (tail === "other") {
         throw notDecompressed(
@@ -536,7 +537,7 @@ export function createLayerDecompressor(
 }
 
 /**
- * Tells what follows a compressed stream that ends at `offset` of a file of
+ * Classifies what follows a compressed stream that ends at `offset` of a file of
  * `size` bytes: another zstd frame or a skippable frame (RFC 8878, section
  * 3.1), only zero bytes, or anything else.
  */

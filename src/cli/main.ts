@@ -250,7 +250,7 @@ export function combinedExitCode(codes: number[]): number {
 
 /**
  * Reads the archives of --archive-list: one path per line, with # comments
- * and blank lines ignored. Returns each path with where the list names it.
+ * and blank lines ignored. Returns each path with the list line that names it.
  */
 async function readArchiveList(
   file: string,

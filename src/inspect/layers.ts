@@ -119,8 +119,9 @@ async function measureLayer(
       );
     } catch (error) {
       // Node.js decodes only the first of several zstd frames, and fails on
-      // a second one that starts in a later chunk. An import tells that, and
-      // zero padding, from damage by the bytes on disk; this only reads.
+      // a second one that starts in a later chunk. An import tells that and
+      // zero padding apart from damage by the bytes on disk. Inspect keeps
+      // no file, so it leaves such a layer unchecked.
       if (stored === "zstd") return { stored };
       throw new PpaLoadError(
         "IMAGE_TARBALL_INVALID",

@@ -402,7 +402,7 @@ export class RegistryClient {
   }
 
   /**
-   * Checks that the registry answers the API and accepts the credentials. A
+   * Checks that the registry serves the API and accepts the credentials. A
    * loopback registry is tried with plain HTTP first, and with HTTPS when
    * its response shows that the port speaks HTTPS. Docker also tries both
    * schemes for these hosts.

@@ -87,9 +87,9 @@ function collapse(text: string): string {
 }
 
 /**
- * Whether a response body reports that a plain-HTTP request reached an HTTPS
- * port. Go's HTTPS servers, the distribution registry among them, send the
- * first text, and nginx the second.
+ * Checks whether a response body reports that a plain-HTTP request reached
+ * an HTTPS port. Go's HTTPS servers, the distribution registry among them,
+ * send the first text, and nginx the second.
  */
 export function isHttpToHttpsError(body: string): boolean {
   return /client sent an http request to an https server|plain http request was sent to https port/i.test(

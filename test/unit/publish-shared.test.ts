@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 
 import { forEachConcurrently } from "../../src/publish/shared.js";
 
-/** A promise with its resolve function, for tasks that end when a test says so. */
+/** Returns a promise with its resolve function, for tasks that a test ends. */
 function deferred(): { promise: Promise<void>; resolve: () => void } {
   let resolve!: () => void;
   const promise = new Promise<void>((done) => (resolve = done));

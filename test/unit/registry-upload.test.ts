@@ -1747,7 +1747,7 @@ describe("TLS and proxies", () => {
 
   it("switches a loopback registry to https when it asks", async () => {
     const registry = await startRegistry({ key, cert });
-    // One port for both protocols, as Go's HTTPS servers answer plain HTTP
+    // One port for both protocols, as Go's HTTPS servers respond to plain HTTP
     // with a 400 that names the mistake.
     const plain = http.createServer((_request, response) => {
       response.writeHead(400, { "content-type": "text/plain" });

@@ -256,7 +256,7 @@ describe("editYamlScalars", () => {
       set("image.repository", "r/ns/ibmcom/mq"),
     ]);
 
-    // late refers to the second &img, which holds busybox.
+    // late refers to the second &img, which contains busybox.
     expect(results[0].aliasedAt).toEqual(["init", "migrate.<<"]);
   });
 
