@@ -1,6 +1,12 @@
 import { Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
 
+import {
+  ZlibOutput,
+  pipeReleasing,
+  release,
+  writtenChunks,
+} from "../chunk-memory.js";
 import { PpaLoadError } from "../errors.js";
 
 /**
@@ -180,11 +186,19 @@ async function peek(
   let size = 0;
   while (size < length) {
     const next = await iterator.next();
-    if (next.done) return { head: Buffer.concat(chunks), done: true };
+    if (next.done) return { head: joined(chunks), done: true };
     chunks.push(next.value);
     size += next.value.length;
   }
-  return { head: Buffer.concat(chunks), done: false };
+  return { head: joined(chunks), done: false };
+}
+
+/** Joins chunks into one, and releases them; a single chunk is returned as it is. */
+function joined(chunks: Buffer[]): Buffer {
+  if (chunks.length === 1) return chunks[0];
+  const head = Buffer.concat(chunks);
+  for (const chunk of chunks) release(chunk);
+  return head;
 }
 
 async function* replay(
@@ -245,8 +259,8 @@ export async function* tarBytes(
         { objectMode: false },
       );
       input.on("error", (error) => gunzip.destroy(error));
-      input.pipe(gunzip);
-      stream = inflated(gunzip, { input, sample }, label, code);
+      const stop = pipeReleasing(input, gunzip);
+      stream = inflated(gunzip, { input, sample, stop }, label, code);
       continue;
     }
     const problem = textOrCompression(kind, head);
@@ -279,8 +293,9 @@ async function* sampled(
 async function completeSample(
   input: Readable,
   sample: LineBreakSample,
+  stop: () => void,
 ): Promise<void> {
-  input.unpipe();
+  stop();
   try {
     for await (const _chunk of input) {
       if (sample.full) break;
@@ -292,16 +307,21 @@ async function completeSample(
 
 async function* inflated(
   gunzip: ReturnType<typeof createGunzip>,
-  compressed: { input: Readable; sample: LineBreakSample },
+  compressed: { input: Readable; sample: LineBreakSample; stop: () => void },
   label: string,
   code: "ARCHIVE_UNREADABLE" | "IMAGE_TARBALL_INVALID",
 ): AsyncGenerator<Buffer> {
+  const output = new ZlibOutput(inflateChunkSize);
   try {
-    for await (const chunk of gunzip) yield chunk as Buffer;
+    for await (const chunk of writtenChunks(gunzip)) {
+      output.adopt(chunk);
+      yield chunk;
+    }
+    output.ended();
   } catch (error) {
     if (error instanceof PpaLoadError) throw error;
     const message = (error as Error).message;
-    await completeSample(compressed.input, compressed.sample);
+    await completeSample(compressed.input, compressed.sample, compressed.stop);
     const damage = compressed.sample.damage(true);
     if (damage) {
       throw new PpaLoadError(
@@ -320,6 +340,9 @@ async function* inflated(
         hint: "the file is incomplete or damaged; download or save it again and compare its checksum",
       },
     );
+  } finally {
+    // A consumer that stops early no longer needs the inflater.
+    if (!gunzip.readableEnded) gunzip.destroy();
   }
 }
 

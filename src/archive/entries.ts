@@ -6,6 +6,13 @@ import { Parser, type ReadEntry } from "tar";
 
 import { LineBreakSample, lineBreakHint, tarBytes } from "./decompress.js";
 
+import {
+  BlockAlignedWriter,
+  adopt,
+  holdEntryChunks,
+  release,
+  writtenChunks,
+} from "../chunk-memory.js";
 import { PpaLoadError, cancelledError, errorMessage } from "../errors.js";
 
 export type EntryKind =
@@ -74,6 +81,8 @@ export async function* readArchiveEntries(
 
   const parser = new Parser({
     strict: true,
+    // Called as each entry is made, before any of its bytes are written to it.
+    filter: (_path, entry) => holdEntryChunks(entry as ReadEntry),
     onReadEntry: (entry) => {
       pending.push(entry);
       notify();
@@ -136,25 +145,25 @@ export async function* readArchiveEntries(
   if (options.signal?.aborted) onAbort();
   let bytesRead = 0;
   const onBytesRead = options.onBytesRead;
-  let counted: Readable = source;
-  if (onBytesRead) {
-    const counter = new Transform({
-      transform(chunk: Buffer, _encoding, callback) {
-        bytesRead += chunk.length;
-        onBytesRead(bytesRead);
-        callback(null, chunk);
-      },
-    });
-    source.on("error", (error) => counter.destroy(error));
-    source.on("close", () => {
-      if (!source.readableEnded) counter.destroy();
-    });
-    counted = source.pipe(counter);
-  }
-  // Byte mode: an object-mode stream would read up to 16 chunks ahead.
-  const bytes = Readable.from(tarBytes(counted, file, "ARCHIVE_UNREADABLE"), {
-    objectMode: false,
+  // Each chunk read is freed once it has been inflated or parsed.
+  const counted = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      adopt(chunk);
+      bytesRead += chunk.length;
+      onBytesRead?.(bytesRead);
+      callback(null, chunk);
+    },
   });
+  source.on("error", (error) => counted.destroy(error));
+  source.on("close", () => {
+    if (!source.readableEnded) counted.destroy();
+  });
+  source.pipe(counted);
+  // Byte mode: an object-mode stream would read up to 16 chunks ahead.
+  const bytes = Readable.from(
+    tarBytes(writtenChunks(counted), file, "ARCHIVE_UNREADABLE"),
+    { objectMode: false },
+  );
   bytes.on("error", (error) =>
     fail(
       error instanceof PpaLoadError
@@ -166,17 +175,21 @@ export async function* readArchiveEntries(
           ),
     ),
   );
+  const blocks = new BlockAlignedWriter((chunk) => parser.write(chunk));
   // The parser may stop on its own (a damaged header, or the end-of-archive
   // blocks before the file ends), and must then get no more writes.
   const sink = new Writable({
     write(chunk: Buffer, _encoding, callback) {
       if (finished || failure) {
+        release(chunk);
         callback();
         return;
       }
       sample.add(chunk);
       try {
-        if (parser.write(chunk)) callback();
+        const ready = blocks.write(chunk);
+        release(chunk);
+        if (ready) callback();
         else parser.once("drain", () => callback());
       } catch (error) {
         onTarProblem(error as Error);
@@ -185,7 +198,10 @@ export async function* readArchiveEntries(
     },
     final(callback) {
       try {
-        if (!finished && !failure) parser.end();
+        if (!finished && !failure) {
+          blocks.flush();
+          parser.end();
+        }
       } catch (error) {
         onTarProblem(error as Error);
       }

@@ -2,6 +2,12 @@ import { createHash } from "node:crypto";
 import { posix } from "node:path";
 import { Parser, type ReadEntry } from "tar";
 
+import {
+  BlockAlignedWriter,
+  holdEntryChunks,
+  release,
+  writtenChunks,
+} from "../chunk-memory.js";
 import { PpaLoadError } from "../errors.js";
 import type { Platform } from "../manifest/model.js";
 import { LineBreakSample, lineBreakHint } from "./decompress.js";
@@ -55,6 +61,7 @@ export type LayerConsumer = (
 export class ImageTarballInspector {
   readonly #entryPath: string;
   readonly #parser: Parser;
+  readonly #blocks: BlockAlignedWriter;
   readonly #metadata = new Map<string, Buffer>();
   readonly #files = new Set<string>();
   /** Link entries: path to the path it names, relative to the tarball root. */
@@ -80,6 +87,8 @@ export class ImageTarballInspector {
     this.#entryPath = entryPath;
     this.#onLayer = options.onLayer;
     this.#parser = new Parser({
+      // Called as each entry is made, before any of its bytes are written to it.
+      filter: (_path, entry) => holdEntryChunks(entry as ReadEntry),
       onReadEntry: (entry) => this.#onEntry(entry),
     });
     this.#parser.on("warn", (code: string, message: string) => {
@@ -88,6 +97,7 @@ export class ImageTarballInspector {
       }
     });
     this.#parser.on("error", (error: Error) => (this.#parseError ??= error));
+    this.#blocks = new BlockAlignedWriter((chunk) => this.#parser.write(chunk));
   }
 
   /**
@@ -98,7 +108,7 @@ export class ImageTarballInspector {
    */
   write(chunk: Buffer): boolean {
     this.#sample.add(chunk);
-    this.#parserFull = !this.#parser.write(chunk);
+    this.#parserFull = !this.#blocks.write(chunk);
     return !this.#parserFull && this.#bufferedLayerWork.size === 0;
   }
 
@@ -122,6 +132,7 @@ export class ImageTarballInspector {
       await new Promise<void>((resolve) => {
         this.#parser.on("end", () => resolve());
         this.#parser.on("abort", () => resolve());
+        this.#blocks.flush();
         this.#parser.end();
       });
       await Promise.allSettled(this.#layerWork);
@@ -165,6 +176,7 @@ export class ImageTarballInspector {
     entry.on("data", (chunk: Buffer) => chunks.push(chunk));
     entry.on("end", () => {
       const body = Buffer.concat(chunks);
+      for (const chunk of chunks) release(chunk);
       // Layers start with a tar header or gzip magic, metadata with "{" or "[".
       const first = body.subarray(0, 64).toString("utf8").trimStart()[0];
       // A small layer can start with "{" too (a file of that name first in
@@ -198,7 +210,7 @@ export class ImageTarballInspector {
       ? (async function* () {
           yield* body;
         })()
-      : body;
+      : writtenChunks(body as ReadEntry);
     const work = this.#onLayer!(path, size, iterable).catch((error) => {
       this.#layerError ??= error;
       // Keep reading, so the tarball stream ends and the error surfaces in end().

@@ -3,6 +3,7 @@ import { posix } from "node:path";
 
 import type { ImportEvent } from "../events.js";
 import { ChartStager, isSafeChartFileName } from "../charts/stage.js";
+import { release, writtenChunks } from "../chunk-memory.js";
 import { PpaLoadError, cancelledError, errorMessage } from "../errors.js";
 import {
   type ParsedManifest,
@@ -193,9 +194,15 @@ async function readTarball(
     if (handlers.onTarball) {
       await handlers.onTarball(entry, inspector);
     } else {
-      const bytes = tarBytes(entry.body, entry.path, "IMAGE_TARBALL_INVALID");
+      const bytes = tarBytes(
+        writtenChunks(entry.body),
+        entry.path,
+        "IMAGE_TARBALL_INVALID",
+      );
       for await (const chunk of bytes) {
-        if (!inspector.write(chunk)) await inspector.drained();
+        const ready = inspector.write(chunk);
+        release(chunk);
+        if (!ready) await inspector.drained();
       }
     }
     await inspector.end();

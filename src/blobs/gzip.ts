@@ -3,6 +3,8 @@ import { availableParallelism } from "node:os";
 import { Transform, type TransformCallback } from "node:stream";
 import zlib from "node:zlib";
 
+import { ZlibOutput, adopt, hold, release } from "../chunk-memory.js";
+
 /**
  * Defaults of {@link createParallelGzip}, chosen with `bench/gzip-blocks.mjs`
  * on the first 200 MB of a tar of /usr (about 2:1 compressible). The machine
@@ -193,8 +195,19 @@ export class ParallelGzip extends Transform {
     callback(error);
   }
 
-  /** Copies `chunk` into blocks. Returns false if the stream was destroyed meanwhile. */
+  /**
+   * Copies `chunk` into blocks, and releases it. Returns false if the stream
+   * was destroyed meanwhile.
+   */
   async #consume(chunk: Buffer): Promise<boolean> {
+    try {
+      return await this.#split(chunk);
+    } finally {
+      release(chunk);
+    }
+  }
+
+  async #split(chunk: Buffer): Promise<boolean> {
     this.#crc = zlib.crc32(chunk, this.#crc);
     this.#inputLength += chunk.length;
     let offset = 0;
@@ -211,11 +224,15 @@ export class ParallelGzip extends Transform {
         // A whole block of the chunk becomes the block as it is, without a
         // copy. A stream's writer does not change a chunk after writing it.
         this.#filling = chunk.subarray(offset, offset + this.blockSize);
+        hold(this.#filling);
         this.#fillLength = this.blockSize;
         offset += this.blockSize;
         continue;
       }
-      this.#filling ??= Buffer.allocUnsafe(this.blockSize);
+      if (!this.#filling) {
+        this.#filling = Buffer.allocUnsafe(this.blockSize);
+        adopt(this.#filling);
+      }
       const copied = chunk.copy(this.#filling, this.#fillLength, offset);
       this.#fillLength += copied;
       offset += copied;
@@ -288,10 +305,16 @@ export class ParallelGzip extends Transform {
     this.#blockBytes += block.heldBytes;
 
     const chunks: Buffer[] = [];
-    engine.on("data", (chunk: Buffer) => chunks.push(chunk));
+    const output = new ZlibOutput(ENGINE_CHUNK_SIZE);
+    engine.on("data", (chunk: Buffer) => {
+      output.adopt(chunk);
+      chunks.push(chunk);
+    });
     engine.on("end", () => {
+      // zlib has read the whole input and written its last output.
+      release(input);
+      output.ended();
       if (this.destroyed) return;
-      // Buffer.concat copies, so the engine's larger output buffer is released.
       const outputLength = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
       this.#blockBytes += outputLength - block.heldBytes;
       block.heldBytes = outputLength;

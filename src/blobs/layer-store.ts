@@ -3,9 +3,10 @@ import { createReadStream, createWriteStream } from "node:fs";
 import { mkdtemp, open, rm, truncate } from "node:fs/promises";
 import { join } from "node:path";
 import { PassThrough, Readable, type Transform, Writable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import { finished, pipeline } from "node:stream/promises";
 import zlib, { createGunzip } from "node:zlib";
 
+import { adopt, adoptedChunks, release } from "../chunk-memory.js";
 import { PpaLoadError } from "../errors.js";
 import {
   trackTemporaryFolder,
@@ -127,7 +128,7 @@ export class LayerStore {
         headLength += next.value.length;
       }
     }
-    const prefix = Buffer.concat(head);
+    const prefix = joined(head);
     const rest: AsyncIterable<Buffer> = {
       [Symbol.asyncIterator]: () =>
         done ? (async function* () {})()[Symbol.asyncIterator]() : iterator,
@@ -230,7 +231,7 @@ export class LayerStore {
           this.#waitingBytes += chunk.length;
           this.#addOnDisk(chunk.length);
         }),
-        createWriteStream(file, { highWaterMark: 1024 * 1024 }),
+        releasingFileWriter(file),
       );
       const diffId = `sha256:${sourceHash.digest("hex")}`;
       const written = { bytes: waiting, crc: crc >>> 0 };
@@ -246,14 +247,15 @@ export class LayerStore {
     }
 
     // Stored as it is: uncompressed with --compression none, or already compressed.
-    const output = hashingWriter(file);
+    const decompressor =
+      stored === "tar" ? undefined : createLayerDecompressor(stored);
+    // The decompressor reads the chunks too, so they are not released early.
+    const output = hashingWriter(file, { release: !decompressor });
     let diffId: string | undefined;
     /** Digest of the bytes as the tarball stores them, which finds repeats. */
     let storedDigest: string;
     let digest: string;
     let blobSize: number;
-    const decompressor =
-      stored === "tar" ? undefined : createLayerDecompressor(stored);
     if (decompressor) {
       const inflated = createHash("sha256");
       const branch = new PassThrough();
@@ -359,10 +361,11 @@ export class LayerStore {
       );
     }
     const file = await this.#newFile();
-    const output = hashingWriter(file);
+    const output = hashingWriter(file, { release: true });
     const gzip = createParallelGzip({ level: this.#options.level });
     await pipeline(
       createReadStream(raw, { highWaterMark: 1024 * 1024 }),
+      tap(adopt),
       gzip,
       output.tap,
       output.file,
@@ -418,7 +421,7 @@ export class LayerStore {
     await pipeline(
       Readable.from(concatenated(prefix, rest), { objectMode: false }),
       tap((chunk) => hash.update(chunk)),
-      createWriteStream(spool),
+      releasingFileWriter(spool),
     );
     const sourceDigest = `sha256:${hash.digest("hex")}`;
     for (const candidate of earlier) {
@@ -569,6 +572,37 @@ async function tailAfterStream(
   }
 }
 
+/** Joins the first chunks of a layer into one, and releases them; a single chunk is kept as it is. */
+function joined(chunks: Buffer[]): Buffer {
+  if (chunks.length === 1) return chunks[0];
+  const whole = Buffer.concat(chunks);
+  for (const chunk of chunks) release(chunk);
+  adopt(whole);
+  return whole;
+}
+
+/** Writes a file, and releases each chunk once it is on disk. */
+function releasingFileWriter(file: string): Writable {
+  const output = createWriteStream(file, { highWaterMark: 1024 * 1024 });
+  return new Writable({
+    highWaterMark: 1024 * 1024,
+    write(chunk: Buffer, _encoding, callback) {
+      output.write(chunk, (error) => {
+        release(chunk);
+        callback(error);
+      });
+    },
+    final(callback) {
+      finished(output).then(() => callback(), callback);
+      output.end();
+    },
+    destroy(error, callback) {
+      output.destroy(error ?? undefined);
+      callback(error);
+    },
+  });
+}
+
 function devNull(): Writable {
   return new Writable({
     write(_chunk, _encoding, callback) {
@@ -577,7 +611,11 @@ function devNull(): Writable {
   });
 }
 
-function hashingWriter(file: string) {
+/**
+ * Writes a file and hashes what it writes. With `release`, each chunk is
+ * released once it is written, for a writer that is the chunks' last reader.
+ */
+function hashingWriter(file: string, options: { release: boolean }) {
   const hash: Hash = createHash("sha256");
   let size = 0;
   return {
@@ -585,7 +623,7 @@ function hashingWriter(file: string) {
       hash.update(chunk);
       size += chunk.length;
     }),
-    file: createWriteStream(file),
+    file: options.release ? releasingFileWriter(file) : createWriteStream(file),
     size: () => size,
     digest: () => `sha256:${hash.digest("hex")}`,
   };
@@ -603,6 +641,10 @@ function fileBlob(
     size,
     mediaType,
     ...extra,
-    open: () => createReadStream(file),
+    // Each read is new, so its chunks are freed once they are sent.
+    open: () =>
+      Readable.from(adoptedChunks(createReadStream(file)), {
+        objectMode: false,
+      }),
   };
 }

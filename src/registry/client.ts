@@ -9,6 +9,7 @@ import {
 } from "./http.js";
 
 import type { BlobSource } from "../blobs/blob.js";
+import { hold, release } from "../chunk-memory.js";
 import { PpaLoadError, errorMessage } from "../errors.js";
 import {
   type Challenge,
@@ -1722,6 +1723,8 @@ class BlobReader {
           await this.#fill();
           check();
           const piece = this.#pending.subarray(0, remaining);
+          // The piece is released once sent, the chunk once all of it is.
+          hold(piece);
           this.#consume(piece.length);
           remaining -= piece.length;
           return piece;
@@ -1741,14 +1744,20 @@ class BlobReader {
     this.#newest += 1;
     if (!this.#chunks) this.#open();
     this.#consume(this.#pending.length);
-    while (!(await this.#chunks!.next()).done) {
+    for (
+      let next = await this.#chunks!.next();
+      !next.done;
+      next = await this.#chunks!.next()
+    ) {
       // The bytes only pass through the checks.
+      release(next.value);
     }
   }
 
   close(): void {
     this.#newest += 1;
     this.#stream?.destroy();
+    this.#consume(this.#pending.length);
   }
 
   #open(): void {
@@ -1759,7 +1768,7 @@ class BlobReader {
     // report the error.
     this.#stream.on("error", () => undefined);
     this.#chunks = this.#stream[Symbol.asyncIterator]();
-    this.#pending = Buffer.alloc(0);
+    this.#consume(this.#pending.length);
     this.#position = 0;
   }
 
@@ -1782,9 +1791,12 @@ class BlobReader {
     this.#pending = next.value;
   }
 
+  /** Moves past `count` pending bytes, and releases the chunk once all of it is passed. */
   #consume(count: number): void {
-    this.#pending = this.#pending.subarray(count);
+    const chunk = this.#pending;
+    this.#pending = chunk.subarray(count);
     this.#position += count;
+    if (chunk.length > 0 && this.#pending.length === 0) release(chunk);
   }
 }
 
