@@ -1,11 +1,23 @@
-import * as http from "node:http";
-import * as https from "node:https";
+import type {
+  Agent,
+  AgentOptions,
+  ClientRequest,
+  ClientRequestArgs,
+} from "node:http";
+import type { RequestOptions as HttpsRequestOptions } from "node:https";
 import { BlockList, type Socket, connect as connectTcp, isIP } from "node:net";
 import type { Duplex } from "node:stream";
-import * as tls from "node:tls";
+import type { ConnectionOptions } from "node:tls";
 
 import { PpaLoadError } from "../errors.js";
 import { redactUrl } from "./errors.js";
+
+// Loaded as CommonJS modules: importing node:http as an ES module also loads
+// Node.js's fetch (undici), about 9 MB of memory that ppa-load never uses.
+// TLS is loaded only for the first https registry or proxy.
+const http = process.getBuiltinModule("node:http");
+const https = () => process.getBuiltinModule("node:https");
+const tls = () => process.getBuiltinModule("node:tls");
 
 /**
  * Proxy settings read from the environment.
@@ -229,7 +241,7 @@ export interface TransportOptions {
  * one just as a request goes out on it. The socket timeout only closes idle
  * pooled sockets, so a slow response does not fail.
  */
-const agentOptions: http.AgentOptions = {
+const agentOptions: AgentOptions = {
   keepAlive: true,
   scheduling: "lifo",
   timeout: 4000,
@@ -242,7 +254,7 @@ const agentOptions: http.AgentOptions = {
 export class Transport {
   readonly #settings: ProxySettings;
   readonly #ca: string[] | undefined;
-  readonly #agents = new Map<string, http.Agent>();
+  readonly #agents = new Map<string, Agent>();
 
   constructor(options: TransportOptions = {}) {
     this.#settings = proxySettings(options.env ?? process.env);
@@ -257,16 +269,16 @@ export class Transport {
   }
 
   /** Returns the agent for requests to `url`, creating it on first use. */
-  agentFor(url: URL): http.Agent {
+  agentFor(url: URL): Agent {
     const proxy = this.proxyFor(url);
     const key = `${url.protocol} ${proxy?.href ?? "direct"}`;
     let agent = this.#agents.get(key);
     if (agent) return agent;
-    const tlsOptions: tls.ConnectionOptions = this.#ca ? { ca: this.#ca } : {};
+    const tlsOptions: ConnectionOptions = this.#ca ? { ca: this.#ca } : {};
     if (url.protocol === "https:") {
       agent = proxy
-        ? new TunnelingAgent(proxy, tlsOptions)
-        : new https.Agent({ ...agentOptions, ...tlsOptions });
+        ? createTunnelingAgent(proxy, tlsOptions)
+        : new (https().Agent)({ ...agentOptions, ...tlsOptions });
     } else {
       agent = proxy
         ? new ForwardingAgent(proxy, tlsOptions)
@@ -296,7 +308,7 @@ function defaultCaCertificates(): string[] {
       getCACertificates?: (type: "default") => string[];
     }
   ).getCACertificates;
-  return get ? get("default") : [...tls.rootCertificates];
+  return get ? get("default") : [...tls().rootCertificates];
 }
 
 /** Returns `HOST:PORT` for a request line or CONNECT, with brackets around IPv6. */
@@ -316,11 +328,11 @@ function proxyPort(proxy: URL): number {
 }
 
 /** Opens a connection to the proxy itself, over TLS for an https:// proxy. */
-function connectToProxy(proxy: URL, tlsOptions: tls.ConnectionOptions): Socket {
+function connectToProxy(proxy: URL, tlsOptions: ConnectionOptions): Socket {
   const host = proxy.hostname.replace(/^\[|\]$/g, "");
   const port = proxyPort(proxy);
   if (proxy.protocol === "https:") {
-    return tls.connect({
+    return tls().connect({
       ...tlsOptions,
       host,
       port,
@@ -354,7 +366,7 @@ function targetOf(options: ConnectionArgs, defaultPort: number) {
 function openTunnel(
   proxy: URL,
   authority: string,
-  tlsOptions: tls.ConnectionOptions,
+  tlsOptions: ConnectionOptions,
 ): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const socket = connectToProxy(proxy, tlsOptions);
@@ -426,48 +438,61 @@ function openTunnel(
   });
 }
 
-/** Connects to https targets through an HTTP CONNECT tunnel, then TLS to the target. */
-class TunnelingAgent extends https.Agent {
-  readonly #proxy: URL;
-  readonly #tlsOptions: tls.ConnectionOptions;
+let TunnelingAgent:
+  (new (proxy: URL, tlsOptions: ConnectionOptions) => Agent) | undefined;
 
-  constructor(proxy: URL, tlsOptions: tls.ConnectionOptions) {
-    super({ ...agentOptions, ...tlsOptions });
-    this.#proxy = proxy;
-    this.#tlsOptions = tlsOptions;
-  }
+/** Creates an agent that connects to https targets through an HTTP CONNECT tunnel, then TLS to the target. */
+function createTunnelingAgent(
+  proxy: URL,
+  tlsOptions: ConnectionOptions,
+): Agent {
+  TunnelingAgent ??= tunnelingAgentClass();
+  return new TunnelingAgent(proxy, tlsOptions);
+}
 
-  override createConnection(
-    options: https.RequestOptions,
-    callback?: (error: Error | null, stream: Duplex) => void,
-  ): Duplex | null | undefined {
-    const { host, port } = targetOf(options, 443);
-    const authority = authorityOf(host, port);
-    openTunnel(this.#proxy, authority, this.#tlsOptions).then(
-      (tunnel) => {
-        // `path` would make tls.connect open a Unix socket, so it is left out.
-        const { path: _path, port: _port, ...rest } = options;
-        const secure = tls.connect({
-          ...(rest as tls.ConnectionOptions),
-          ...this.#tlsOptions,
-          socket: tunnel,
-          // The host checks the certificate; the socket is already connected.
-          host,
-          servername: options.servername || (isIP(host) ? undefined : host),
-        });
-        callback?.(null, secure);
-      },
-      (error: Error) => callback?.(error, undefined as unknown as Duplex),
-    );
-    return undefined;
-  }
+function tunnelingAgentClass() {
+  return class TunnelingAgent extends https().Agent {
+    readonly #proxy: URL;
+    readonly #tlsOptions: ConnectionOptions;
+
+    constructor(proxy: URL, tlsOptions: ConnectionOptions) {
+      super({ ...agentOptions, ...tlsOptions });
+      this.#proxy = proxy;
+      this.#tlsOptions = tlsOptions;
+    }
+
+    override createConnection(
+      options: HttpsRequestOptions,
+      callback?: (error: Error | null, stream: Duplex) => void,
+    ): Duplex | null | undefined {
+      const { host, port } = targetOf(options, 443);
+      const authority = authorityOf(host, port);
+      openTunnel(this.#proxy, authority, this.#tlsOptions).then(
+        (tunnel) => {
+          // `path` would make tls.connect open a Unix socket, so it is left out.
+          const { path: _path, port: _port, ...rest } = options;
+          const secure = tls().connect({
+            ...(rest as ConnectionOptions),
+            ...this.#tlsOptions,
+            socket: tunnel,
+            // The host checks the certificate; the socket is already connected.
+            host,
+            servername: options.servername || (isIP(host) ? undefined : host),
+          });
+          callback?.(null, secure);
+        },
+        (error: Error) => callback?.(error, undefined as unknown as Duplex),
+      );
+      return undefined;
+    }
+  };
 }
 
 /** `Agent#addRequest`, which Node calls for every request but does not document. */
 type AddRequest = (
-  this: http.Agent,
-  request: http.ClientRequest,
-  options: http.ClientRequestArgs,
+  this: Agent,
+  request: ClientRequest,
+  options: ClientRequestArgs,
 ) => void;
 
 /**
@@ -479,15 +504,15 @@ type AddRequest = (
  */
 class ForwardingAgent extends http.Agent {
   readonly #proxy: URL;
-  readonly #tlsOptions: tls.ConnectionOptions;
+  readonly #tlsOptions: ConnectionOptions;
 
-  constructor(proxy: URL, tlsOptions: tls.ConnectionOptions) {
+  constructor(proxy: URL, tlsOptions: ConnectionOptions) {
     super(agentOptions);
     this.#proxy = proxy;
     this.#tlsOptions = tlsOptions;
   }
 
-  addRequest(request: http.ClientRequest, options: http.ClientRequestArgs) {
+  addRequest(request: ClientRequest, options: ClientRequestArgs) {
     const { host, port } = targetOf(options, 80);
     const authority = authorityOf(host, port).replace(/:80$/, "");
     request.path = `http://${authority}${request.path}`;
