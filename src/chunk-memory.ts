@@ -4,79 +4,73 @@ import type { Readable, Writable } from "node:stream";
  * Frees the memory of large chunks as soon as the pipeline is done with
  * them, instead of when V8 next collects garbage.
  *
- * An import passes gigabytes through buffers of up to 1 MiB: archive reads,
- * inflated tar bytes, layer file reads and deflate output. V8 frees an
- * ArrayBuffer's memory only when it collects it, and it starts a collection
- * only after tens of megabytes of released buffers have piled up, which then
- * make up a fifth of the peak RSS. Detaching a buffer
- * (`ArrayBuffer.prototype.transfer(0)`) frees its memory at once.
+ * An import passes gigabytes through buffers of up to 1 MiB. V8 frees an
+ * ArrayBuffer's memory only when it collects the buffer, and it starts a
+ * collection only after tens of megabytes of unused buffers have piled up.
+ * Detaching a buffer (`ArrayBuffer.prototype.transfer(0)`) frees its memory
+ * at once.
  *
- * A buffer is detached only when every holder has let go of it. The code
- * that makes a chunk adopts its buffer with one hold; each view of it handed
- * on takes a hold; each consumer releases the chunks it is done with. A
- * chunk that is never released costs nothing but the early free: its buffer
- * is collected as before. A release without a hold would free memory that
- * is still in use, so code releases only chunks it was given with a hold.
+ * Each adopted buffer has a reference count. The code that makes a chunk
+ * adopts it with one reference, and code that hands on a view of it retains
+ * another. Each consumer releases the chunks it has finished with, and the
+ * last release detaches the buffer. A chunk that is never released is
+ * collected by V8 as before. A release without a reference would free memory
+ * that is still in use, so code releases only the chunks it was given with one.
  */
 
-/** Smaller buffers are left to V8: Node.js shares 8 KiB pool buffers between unrelated Buffers. */
+/** Size under which buffers are left to V8, because Node.js shares its 8 KiB pool buffers between unrelated Buffers. */
 const minimumSize = 64 * 1024;
 
-const holds = new WeakMap<ArrayBufferLike, number>();
+const references = new WeakMap<ArrayBufferLike, number>();
 
 /**
- * Takes a hold on `chunk`'s buffer for the caller, and marks the buffer as
- * one to free early. Only for a buffer that nothing outside the pipeline has
- * a view of, such as one just read from a file or made by zlib.
+ * Adds a reference to `chunk`'s buffer for the caller, and marks the buffer
+ * as one to free early. Only for a buffer that nothing outside the pipeline
+ * has a view of, such as one just read from a file or made by zlib.
  */
 export function adopt(chunk: Buffer): void {
   const buffer = chunk.buffer;
   if (buffer.byteLength < minimumSize || !(buffer instanceof ArrayBuffer)) {
     return;
   }
-  holds.set(buffer, (holds.get(buffer) ?? 0) + 1);
+  references.set(buffer, (references.get(buffer) ?? 0) + 1);
 }
 
-/** Takes another hold on an adopted chunk's buffer, for a view handed on. */
-export function hold(chunk: Buffer): void {
-  const count = holds.get(chunk.buffer);
-  if (count !== undefined) holds.set(chunk.buffer, count + 1);
+/** Adds a reference to an adopted chunk's buffer, for a view handed on. */
+export function retain(chunk: Buffer): void {
+  const count = references.get(chunk.buffer);
+  if (count !== undefined) references.set(chunk.buffer, count + 1);
 }
 
-/** Lets go of a hold on `chunk`'s buffer, and frees the buffer after the last. */
+/** Removes a reference to `chunk`'s buffer, and frees the buffer after the last one. */
 export function release(chunk: Buffer): void {
   const buffer = chunk.buffer;
-  const count = holds.get(buffer);
+  const count = references.get(buffer);
   if (count === undefined) return;
   if (count > 1) {
-    holds.set(buffer, count - 1);
+    references.set(buffer, count - 1);
     return;
   }
-  holds.delete(buffer);
+  references.delete(buffer);
   (buffer as ArrayBuffer).transfer(0);
-}
-
-/** Releases every chunk of a list. */
-export function releaseAll(chunks: readonly Buffer[]): void {
-  for (const chunk of chunks) release(chunk);
 }
 
 /**
  * Adopts the output of a zlib stream. zlib writes consecutive chunks into
- * one buffer until it is full, so each buffer keeps an extra hold until
- * zlib has moved on to the next one, or has ended.
+ * one buffer until it is full, so each buffer keeps an extra reference until
+ * zlib moves on to the next one or ends.
  */
 export class ZlibOutput {
   readonly #chunkSize: number;
   #current: Buffer | undefined;
 
-  /** `chunkSize` is the stream's: zlib's own buffers have exactly that size. */
+  /** `chunkSize` is the stream's option, the exact size of zlib's own buffers. */
   constructor(chunkSize: number) {
     this.#chunkSize = chunkSize;
   }
 
   /**
-   * Adopts an output chunk, which the caller then holds. A chunk that is not
+   * Adopts an output chunk, which the caller then references. A chunk that is not
    * in one of zlib's own buffers, such as one that a stream joined from
    * several, is left to V8.
    */
@@ -91,7 +85,7 @@ export class ZlibOutput {
     adopt(chunk);
   }
 
-  /** Lets go of the last buffer once the stream has ended. */
+  /** Removes the extra reference to the last buffer, once the stream has ended. */
   ended(): void {
     if (this.#current) release(this.#current);
     this.#current = undefined;
@@ -99,21 +93,21 @@ export class ZlibOutput {
 }
 
 /**
- * Makes a tar entry take a hold on each chunk it keeps, so that chunks stay
- * whole while they wait in the entry for its consumer. A node-tar entry
- * keeps what it is given unless it ignores the entry or the bytes are the
- * padding after its end. Call it as the parser makes the entry, from its
- * `filter` option: an entry that waits behind another is written to before
- * the parser hands it over. Returns true, so that the filter keeps the entry.
+ * Makes a node-tar entry retain each chunk it buffers for its consumer. An
+ * entry buffers what it is given unless it is ignored or the bytes are the
+ * padding after its end. Call it from the parser's `filter` option, which
+ * runs as the entry is made: an entry that waits behind another receives
+ * bytes before the parser hands it over. Returns true, so the filter keeps
+ * the entry.
  */
-export function holdEntryChunks(entry: {
+export function retainEntryChunks(entry: {
   write(chunk: Buffer): boolean;
   ignore?: boolean;
   remain: number;
 }): true {
   const write = entry.write;
   entry.write = function (this: typeof entry, chunk: Buffer) {
-    if (!this.ignore && this.remain > 0) hold(chunk);
+    if (!this.ignore && this.remain > 0) retain(chunk);
     return write.call(this, chunk);
   };
   return true;
@@ -220,9 +214,9 @@ export function pipeReleasing(
 
 /**
  * Writes a byte stream into a tar parser in whole 512-byte blocks. node-tar
- * keeps the part of a chunk that ends in the middle of a block until the next
- * write; a copy of it is kept here instead, so that no chunk is held after
- * its write returns.
+ * keeps a view of a block that a chunk cuts off until the next write, so a
+ * copy of that part is kept here instead. No chunk is then used after its
+ * write returns.
  */
 export class BlockAlignedWriter {
   readonly #write: (chunk: Buffer) => boolean;

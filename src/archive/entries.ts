@@ -9,7 +9,7 @@ import { LineBreakSample, lineBreakHint, tarBytes } from "./decompress.js";
 import {
   BlockAlignedWriter,
   adopt,
-  holdEntryChunks,
+  retainEntryChunks,
   release,
   writtenChunks,
 } from "../chunk-memory.js";
@@ -82,7 +82,7 @@ export async function* readArchiveEntries(
   const parser = new Parser({
     strict: true,
     // Called as each entry is made, before any of its bytes are written to it.
-    filter: (_path, entry) => holdEntryChunks(entry as ReadEntry),
+    filter: (_path, entry) => retainEntryChunks(entry as ReadEntry),
     onReadEntry: (entry) => {
       pending.push(entry);
       notify();

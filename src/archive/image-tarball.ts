@@ -4,7 +4,7 @@ import { Parser, type ReadEntry } from "tar";
 
 import {
   BlockAlignedWriter,
-  holdEntryChunks,
+  retainEntryChunks,
   release,
   writtenChunks,
 } from "../chunk-memory.js";
@@ -88,7 +88,7 @@ export class ImageTarballInspector {
     this.#onLayer = options.onLayer;
     this.#parser = new Parser({
       // Called as each entry is made, before any of its bytes are written to it.
-      filter: (_path, entry) => holdEntryChunks(entry as ReadEntry),
+      filter: (_path, entry) => retainEntryChunks(entry as ReadEntry),
       onReadEntry: (entry) => this.#onEntry(entry),
     });
     this.#parser.on("warn", (code: string, message: string) => {

@@ -3,7 +3,7 @@ import { availableParallelism } from "node:os";
 import { Transform, type TransformCallback } from "node:stream";
 import zlib from "node:zlib";
 
-import { ZlibOutput, adopt, hold, release } from "../chunk-memory.js";
+import { ZlibOutput, adopt, retain, release } from "../chunk-memory.js";
 
 /**
  * Defaults of {@link createParallelGzip}, chosen with `bench/gzip-blocks.mjs`
@@ -224,7 +224,7 @@ export class ParallelGzip extends Transform {
         // A whole block of the chunk becomes the block as it is, without a
         // copy. A stream's writer does not change a chunk after writing it.
         this.#filling = chunk.subarray(offset, offset + this.blockSize);
-        hold(this.#filling);
+        retain(this.#filling);
         this.#fillLength = this.blockSize;
         offset += this.blockSize;
         continue;

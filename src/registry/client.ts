@@ -9,7 +9,7 @@ import {
 } from "./http.js";
 
 import type { BlobSource } from "../blobs/blob.js";
-import { hold, release } from "../chunk-memory.js";
+import { retain, release } from "../chunk-memory.js";
 import { PpaLoadError, errorMessage } from "../errors.js";
 import {
   type Challenge,
@@ -1724,7 +1724,7 @@ class BlobReader {
           check();
           const piece = this.#pending.subarray(0, remaining);
           // The piece is released once sent, the chunk once all of it is.
-          hold(piece);
+          retain(piece);
           this.#consume(piece.length);
           remaining -= piece.length;
           return piece;
