@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { Readable } from "node:stream";
 import { gzipSync } from "node:zlib";
@@ -275,5 +276,23 @@ describe("HttpHeaders", () => {
     expect(headers.get("content-type")).toBe("text/plain");
     expect(headers.has("CONTENT-TYPE")).toBe(true);
     expect(headers.get("location")).toBeNull();
+  });
+});
+
+describe("modules loaded", () => {
+  it("loads neither Node.js's fetch nor TLS until an https request", () => {
+    const library = new URL("../../dist/index.js", import.meta.url).href;
+    const result = spawnSync(
+      process.execPath,
+      [
+        "--input-type=module",
+        "-e",
+        `await import(${JSON.stringify(library)});
+        console.log(process.moduleLoadList.filter((name) => /undici|NativeModule (tls|https)$/.test(name)).join());`,
+      ],
+      { encoding: "utf8" },
+    );
+    expect(result.stderr).toBe("");
+    expect(result.stdout.trim()).toBe("");
   });
 });

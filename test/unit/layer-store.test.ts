@@ -7,6 +7,7 @@ import zlib, { gunzipSync, gzipSync } from "node:zlib";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 
 import { LayerStore } from "../../src/blobs/layer-store.js";
+import { adopt } from "../../src/chunk-memory.js";
 import { layerTar } from "../../testdata/generate.js";
 
 /** zstd compression, which Node.js has since 22.15. */
@@ -53,6 +54,37 @@ describe("LayerStore", () => {
       "application/vnd.docker.image.rootfs.diff.tar.gzip",
     );
     expect(gunzipSync(stored).equals(tar)).toBe(true);
+    await store.cleanup();
+  });
+
+  it("frees each adopted chunk once it is written, for a layer and its repeat", async () => {
+    const store = new LayerStore({ tempDir: folder, compression: "gzip" });
+    const tar = Buffer.concat([
+      layerTar({ files: { "etc/motd": "hello\n".repeat(1000) } }),
+      randomBytes(3 * 1024 * 1024),
+    ]);
+    const given: Buffer[] = [];
+    const sizes: number[] = [];
+    async function* adopted(): AsyncGenerator<Buffer> {
+      for await (const chunk of chunks(Buffer.from(tar), 256 * 1024)) {
+        const own = Buffer.from(chunk);
+        adopt(own);
+        given.push(own);
+        sizes.push(own.length);
+        yield own;
+      }
+    }
+
+    const first = await (await store.add(adopted(), tar.length, "a")).blob;
+    const repeat = await (await store.add(adopted(), tar.length, "b")).blob;
+
+    // Chunks under 64 KiB, such as the last of each layer, are not adopted.
+    const large = given.filter((_, index) => sizes[index] >= 64 * 1024);
+    expect(large).toHaveLength(given.length - 2);
+    expect(large.every((chunk) => chunk.length === 0)).toBe(true);
+    expect(first.diffId).toBe(sha256(tar));
+    expect(repeat).toBe(first);
+    expect(gunzipSync(await buffer(first.open())).equals(tar)).toBe(true);
     await store.cleanup();
   });
 
