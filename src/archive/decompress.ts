@@ -12,11 +12,13 @@ import { PpaLoadError } from "../errors.js";
 /**
  * Output chunk of the inflater. zlib's 16 KiB default costs a round trip to
  * the thread pool per 16 KiB, and every chunk then passes through the tar
- * parsers, the hashes and a file write. In three runs of the scale-1
- * benchmark import each, 1 MiB took 7.7 to 7.9 s against 8.4 to 8.5 s with
- * 256 KiB, for about 5 MB more peak RSS; 2 MiB was no faster.
+ * parsers, the hashes and a file write. Chunks are freed once written, so
+ * their size also sets the memory that the stages hold. In single runs of
+ * the benchmark import, 256 KiB peaked at 102 to 106 MB at scale 1 (7.5 to
+ * 7.7 s) and 115 MB at scale 4, against 116 to 118 MB (6.7 to 7.0 s) and
+ * 126 MB with 1 MiB.
  */
-const inflateChunkSize = 1024 * 1024;
+const inflateChunkSize = 256 * 1024;
 
 /** Layers of gzip unwrapped before giving up: one is normal, two happen by mistake. */
 const maxGzipLayers = 3;

@@ -134,7 +134,9 @@ export async function* readArchiveEntries(
     notify();
   });
 
-  const source = createReadStream(file, { highWaterMark: 1024 * 1024 });
+  // 512 KiB: in single runs of the benchmark import at scale 4, peak RSS
+  // was 3 MB lower than with 1 MiB, and run times were within their spread.
+  const source = createReadStream(file, { highWaterMark: 512 * 1024 });
   source.on("error", (error) => fail(readFailure(file, error)));
   const onAbort = () => {
     source.destroy();

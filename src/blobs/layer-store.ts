@@ -583,9 +583,8 @@ function joined(chunks: Buffer[]): Buffer {
 
 /** Writes a file, and releases each chunk once it is on disk. */
 function releasingFileWriter(file: string): Writable {
-  const output = createWriteStream(file, { highWaterMark: 1024 * 1024 });
+  const output = createWriteStream(file);
   return new Writable({
-    highWaterMark: 1024 * 1024,
     write(chunk: Buffer, _encoding, callback) {
       output.write(chunk, (error) => {
         release(chunk);
