@@ -32,7 +32,6 @@ import { posix } from "node:path";
 import { gzipSync, gunzipSync } from "node:zlib";
 
 import { Header, type HeaderData, Pax } from "tar";
-import { parse as parseYaml } from "yaml";
 
 import { PpaLoadError, errorMessage } from "../errors.js";
 import type { ChartSpec } from "../manifest/model.js";
@@ -51,6 +50,7 @@ import {
   editYamlScalars,
   hasYamlPath,
   readYamlValue,
+  yaml,
 } from "./values-edit.js";
 
 export interface RewriteChartOptions {
@@ -400,7 +400,7 @@ function readChartMetadata(files: ChartFiles): {
   let metadata: unknown;
   try {
     if (text instanceof Error) throw text;
-    metadata = parseYaml(text ?? "");
+    metadata = yaml().parse(text ?? "");
   } catch (error) {
     throw new PpaLoadError(
       "CHART",

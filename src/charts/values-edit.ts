@@ -8,21 +8,21 @@
  * js-yaml does not, so it parses here. Values are resolved as YAML 1.1
  * (`yes` and `on` are booleans), as go-yaml v2 in Helm resolves them.
  */
-import {
-  Composer,
-  type Document,
-  type Node,
-  Parser,
-  Scalar,
-  isAlias,
-  isMap,
-  isNode,
-  isPair,
-  isScalar,
-  isSeq,
-  parseDocument,
-  visit,
-} from "yaml";
+import { createRequire } from "node:module";
+import type { Document, Node, Scalar } from "yaml";
+
+type YamlModule = typeof import("yaml");
+
+let yamlModule: YamlModule | undefined;
+
+/**
+ * Returns the `yaml` package, loaded on first use. Loading it takes about
+ * 8 MB of memory, which an import needs only once it rewrites a chart.
+ */
+export function yaml(): YamlModule {
+  yamlModule ??= createRequire(import.meta.url)("yaml") as YamlModule;
+  return yamlModule;
+}
 
 export type ScalarEditStatus =
   /** The scalar was given the new value. */
@@ -102,8 +102,11 @@ function firstDocument(text: string): Document.Parsed | undefined {
     lastParsed?.text === text ? lastParsed.document.deref() : undefined;
   if (!document) {
     // Composing stops after the first document, so later ones are not parsed.
-    const composer = new Composer({ version: "1.1", uniqueKeys: false });
-    for (const parsed of composer.compose(new Parser().parse(text))) {
+    const composer = new (yaml().Composer)({
+      version: "1.1",
+      uniqueKeys: false,
+    });
+    for (const parsed of composer.compose(new (yaml().Parser)().parse(text))) {
       document = parsed;
       break;
     }
@@ -126,10 +129,10 @@ let lastParsed:
   { text: string; document: WeakRef<Document.Parsed> } | undefined;
 
 function describeNode(node: unknown): string {
-  if (isMap(node)) return "a map";
-  if (isSeq(node)) return "a list";
-  if (isAlias(node)) return `an alias of &${node.source}`;
-  if (isScalar(node)) {
+  if (yaml().isMap(node)) return "a map";
+  if (yaml().isSeq(node)) return "a list";
+  if (yaml().isAlias(node)) return `an alias of &${node.source}`;
+  if (yaml().isScalar(node)) {
     if (node.value === null) return "null";
     if (typeof node.value === "string") return "a string";
     if (typeof node.value === "boolean") return `a boolean (${node.value})`;
@@ -142,7 +145,7 @@ function describeNode(node: unknown): string {
 }
 
 function keyText(key: unknown): string | undefined {
-  if (!isScalar(key)) return undefined;
+  if (!yaml().isScalar(key)) return undefined;
   // YAML 1.1 parses the merge key `<<` to a symbol; its source is `<<`.
   if (typeof key.value === "symbol") return key.source;
   return String(key.value);
@@ -158,14 +161,14 @@ function locate(
   for (let depth = 0; depth < path.length; depth += 1) {
     const key = path[depth];
     const where = path.slice(0, depth).join(".") || "the document";
-    if (isAlias(node)) {
+    if (yaml().isAlias(node)) {
       return {
         kind: "other",
         status: "alias",
         detail: `${where} is an alias of &${node.source}`,
       };
     }
-    if (!isMap(node)) {
+    if (!yaml().isMap(node)) {
       return {
         kind: "other",
         status: "missing",
@@ -195,9 +198,9 @@ function locate(
             detail: `${where} has no key ${key}`,
           };
     }
-    node = isPair(pairs[0]) ? pairs[0].value : undefined;
+    node = yaml().isPair(pairs[0]) ? pairs[0].value : undefined;
   }
-  if (isAlias(node)) {
+  if (yaml().isAlias(node)) {
     return {
       kind: "other",
       status: "alias",
@@ -205,7 +208,7 @@ function locate(
       node,
     };
   }
-  if (isScalar(node)) {
+  if (yaml().isScalar(node)) {
     return { kind: "scalar", node, inFlow };
   }
   return {
@@ -261,7 +264,7 @@ function fitsPlain(value: string, inFlow: boolean): boolean {
   // A plain scalar that resolves to a number, boolean, null or date in either
   // YAML version would change type.
   for (const version of ["1.1", "1.2"] as const) {
-    const document = parseDocument(value, { version });
+    const document = yaml().parseDocument(value, { version });
     if (document.errors.length > 0 || document.warnings.length > 0) {
       return false;
     }
@@ -304,11 +307,11 @@ function render(
   type: Scalar["type"],
   inFlow: boolean,
 ): { text: string; style: ScalarStyle } {
-  if (type === Scalar.QUOTE_SINGLE) {
+  if (type === yaml().Scalar.QUOTE_SINGLE) {
     const text = singleQuoted(value);
     if (text !== undefined) return { text, style: "single" };
   }
-  if (type === Scalar.PLAIN && fitsPlain(value, inFlow)) {
+  if (type === yaml().Scalar.PLAIN && fitsPlain(value, inFlow)) {
     return { text: value, style: "plain" };
   }
   return { text: doubleQuoted(value), style: "double" };
@@ -334,8 +337,8 @@ function applyEdit(
     current = earlier.value;
   } else if (typeof node.value === "string") {
     if (
-      node.type === Scalar.BLOCK_LITERAL ||
-      node.type === Scalar.BLOCK_FOLDED
+      node.type === yaml().Scalar.BLOCK_LITERAL ||
+      node.type === yaml().Scalar.BLOCK_FOLDED
     ) {
       return {
         path,
@@ -357,7 +360,7 @@ function applyEdit(
   }
   let { text: rendered, style } = render(
     value,
-    current === null ? Scalar.PLAIN : node.type,
+    current === null ? yaml().Scalar.PLAIN : node.type,
     inFlow,
   );
   // An empty null (`key:`) has no characters of its own: the new value goes
@@ -390,24 +393,24 @@ function aliasPaths(
   const paths: string[] = [];
   if (!document) return paths;
   const anchored = new Set<unknown>();
-  visit(document, (_key, node, ancestors) => {
+  yaml().visit(document, (_key, node, ancestors) => {
     if (node !== target) return undefined;
     for (const candidate of [...ancestors, node]) {
-      if (isNode(candidate) && candidate.anchor) anchored.add(candidate);
+      if (yaml().isNode(candidate) && candidate.anchor) anchored.add(candidate);
     }
-    return visit.BREAK;
+    return yaml().visit.BREAK;
   });
   if (anchored.size === 0) return paths;
   /** Whether each anchor name refers to the node or a container of it now. */
   const current = new Map<string, boolean>();
-  visit(document, (_key, node, ancestors) => {
-    if (isAlias(node)) {
+  yaml().visit(document, (_key, node, ancestors) => {
+    if (yaml().isAlias(node)) {
       if (!current.get(node.source)) return;
       const keys = ancestors.flatMap((ancestor) =>
-        isPair(ancestor) ? [keyText(ancestor.key) ?? "?"] : [],
+        yaml().isPair(ancestor) ? [keyText(ancestor.key) ?? "?"] : [],
       );
       paths.push(keys.join(".") || "the document");
-    } else if (isNode(node) && node.anchor) {
+    } else if (yaml().isNode(node) && node.anchor) {
       current.set(node.anchor, anchored.has(node));
     }
   });
