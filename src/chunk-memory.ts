@@ -113,6 +113,15 @@ export function retainEntryChunks(entry: {
   return true;
 }
 
+/** Reads a tar entry to its end, dropping and releasing each chunk. */
+export function discard(entry: {
+  on(event: "data", listener: (chunk: Buffer) => void): unknown;
+  resume(): void;
+}): void {
+  entry.on("data", release);
+  entry.resume();
+}
+
 /**
  * Iterates a stream's chunks as they were written. The async iterator of
  * node-tar's entries joins the chunks waiting in an entry into a new

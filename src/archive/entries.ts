@@ -9,6 +9,7 @@ import { LineBreakSample, lineBreakHint, tarBytes } from "./decompress.js";
 import {
   BlockAlignedWriter,
   adopt,
+  discard,
   retainEntryChunks,
   release,
   writtenChunks,
@@ -229,7 +230,7 @@ export async function* readArchiveEntries(
             "the path is absolute or leaves the archive, so nothing was written for it",
           );
         }
-        entry.resume();
+        discard(entry);
         continue;
       }
       if (
@@ -244,7 +245,7 @@ export async function* readArchiveEntries(
         ) {
           // Skipping it would import the archive as one without a manifest,
           // under the names the tarballs carry.
-          entry.resume();
+          discard(entry);
           throw new PpaLoadError(
             "ARCHIVE_UNREADABLE",
             `${file}: ${path} is a ${describeEntryType(entry.type)}${entry.linkpath ? ` to ${entry.linkpath}` : ""}, not a file, so the manifest cannot be read`,
@@ -256,7 +257,7 @@ export async function* readArchiveEntries(
         if (entry.type !== "Directory") {
           options.onSkipped?.(path, `${entry.type} entries are not imported`);
         }
-        entry.resume();
+        discard(entry);
         continue;
       }
       current = entry;
@@ -265,7 +266,7 @@ export async function* readArchiveEntries(
         kind: classifyEntry(path),
         size: entry.size ?? 0,
         body: entry,
-        skip: () => entry.resume(),
+        skip: () => discard(entry),
       };
       // A consumer that stopped reading early must not stall the archive.
       await drain(entry);
@@ -293,8 +294,9 @@ function describeEntryType(type: string): string {
  */
 async function drain(entry: ReadEntry): Promise<void> {
   try {
-    for await (const _chunk of entry) {
+    for await (const chunk of writtenChunks(entry)) {
       // Discarded: the consumer is done with this entry.
+      release(chunk);
     }
   } catch {
     // The archive's own failure, if any, is reported by the reader.

@@ -4,6 +4,7 @@ import { Parser, type ReadEntry } from "tar";
 
 import {
   BlockAlignedWriter,
+  discard,
   retainEntryChunks,
   release,
   writtenChunks,
@@ -155,11 +156,11 @@ export class ImageTarballInspector {
         path,
         posix.normalize(posix.join(base, entry.linkpath.replace(/\\/g, "/"))),
       );
-      entry.resume();
+      discard(entry);
       return;
     }
     if (entry.type !== "File" && entry.type !== "OldFile") {
-      entry.resume();
+      discard(entry);
       return;
     }
     this.#files.add(path);
@@ -168,7 +169,7 @@ export class ImageTarballInspector {
       if (this.#onLayer && isLayerPath(path)) {
         this.#consumeLayer(path, size, entry);
       } else {
-        entry.resume();
+        discard(entry);
       }
       return;
     }
@@ -214,7 +215,7 @@ export class ImageTarballInspector {
     const work = this.#onLayer!(path, size, iterable).catch((error) => {
       this.#layerError ??= error;
       // Keep reading, so the tarball stream ends and the error surfaces in end().
-      if (!Array.isArray(body)) (body as ReadEntry).resume();
+      if (!Array.isArray(body)) discard(body as ReadEntry);
     });
     this.#layerWork.push(work);
     if (Array.isArray(body)) {

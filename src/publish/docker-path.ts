@@ -1,9 +1,10 @@
-import { Readable, Transform } from "node:stream";
+import { Readable, Transform, type Writable } from "node:stream";
 
 import { tarBytes } from "../archive/decompress.js";
 
 import type { ArchiveEntry } from "../archive/entries.js";
 import type { ImageTarballInspector } from "../archive/image-tarball.js";
+import { pipeReleasing, release, writtenChunks } from "../chunk-memory.js";
 import { PpaLoadError } from "../errors.js";
 import type {
   ImportEvent,
@@ -66,7 +67,7 @@ export async function loadIntoEngine(
   inspector: ImageTarballInspector,
 ): Promise<void> {
   const source = Readable.from(
-    tarBytes(entry.body, entry.path, "IMAGE_TARBALL_INVALID"),
+    tarBytes(writtenChunks(entry.body), entry.path, "IMAGE_TARBALL_INVALID"),
     { objectMode: false },
   );
   const tee = new Transform({
@@ -75,6 +76,13 @@ export async function loadIntoEngine(
       callback(null, chunk);
     },
   });
+  // The engine's client pipes the tarball into its request. Piped this way,
+  // each chunk is released once the socket has taken it; a client that reads
+  // the stream otherwise leaves the chunks to V8.
+  tee.pipe = <T extends NodeJS.WritableStream>(destination: T): T => {
+    pipeReleasing(tee, destination as unknown as Writable);
+    return destination;
+  };
   // A source that fails (not a tar, cut short) must end the engine's load too.
   source.on("error", (error) => tee.destroy(error));
   source.pipe(tee);
@@ -87,7 +95,10 @@ export async function loadIntoEngine(
     tee.destroy();
     // Read the rest, so the inspector can say what is wrong with the tarball.
     if (!source.destroyed) {
-      source.on("data", (chunk: Buffer) => inspector.write(chunk));
+      source.on("data", (chunk: Buffer) => {
+        inspector.write(chunk);
+        release(chunk);
+      });
       await new Promise((done) => {
         source.once("end", done);
         source.once("error", done);
