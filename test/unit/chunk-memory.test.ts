@@ -13,6 +13,7 @@ import {
   BlockAlignedWriter,
   ZlibOutput,
   adopt,
+  discard,
   retain,
   pipeReleasing,
   release,
@@ -143,6 +144,21 @@ describe("ZlibOutput", () => {
     output.adopt(joined);
     release(joined);
     expect(joined.length).toBe(100 * 1024);
+  });
+});
+
+describe("discard", () => {
+  it("releases each chunk it drops", async () => {
+    const stream = new PassThrough();
+    const chunks = [large(), large()];
+    for (const chunk of chunks) {
+      adopt(chunk);
+      stream.write(chunk);
+    }
+    stream.end();
+    discard(stream);
+    await new Promise((resolve) => stream.on("end", resolve));
+    expect(chunks.map((chunk) => chunk.length)).toEqual([0, 0]);
   });
 });
 
