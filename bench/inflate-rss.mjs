@@ -5,6 +5,8 @@
 //   node bench/inflate-rss.mjs FILE stream        zlib's stream, a new 1 MiB buffer per output chunk
 //   node bench/inflate-rss.mjs FILE reused        one output buffer, used again for every chunk
 //   node bench/inflate-rss.mjs FILE reused N      as reused, but every Nth chunk is copied into a new buffer
+//   node bench/inflate-rss.mjs FILE detached      zlib's stream, and every read and output buffer detached
+//                                                 (ArrayBuffer transfer) once used, as ppa-load does
 //
 // The reused mode drives zlib's native handle (`_handle`) directly. That is
 // an internal interface of Node.js, fit for this measurement only, and may
@@ -30,6 +32,43 @@ async function inflateWithStream(file, hash) {
       },
     }),
   );
+}
+
+async function inflateAndDetach(file, hash) {
+  const gunzip = createGunzip({ chunkSize });
+  let current;
+  const done = pipeline(
+    gunzip,
+    new Writable({
+      write(chunk, _encoding, callback) {
+        hash.update(chunk);
+        // zlib fills one buffer with consecutive chunks, so a buffer is
+        // detached once a chunk arrives in the next one.
+        if (current && current !== chunk.buffer) current.transfer(0);
+        current = chunk.buffer;
+        callback();
+      },
+    }),
+  );
+  const source = await open(file);
+  try {
+    for (;;) {
+      const input = Buffer.allocUnsafeSlow(chunkSize);
+      const { bytesRead } = await source.read(input, 0, chunkSize, null);
+      if (bytesRead === 0) break;
+      await new Promise((resolve, reject) =>
+        gunzip.write(input.subarray(0, bytesRead), (error) => {
+          input.buffer.transfer(0);
+          if (error) reject(error);
+          else resolve();
+        }),
+      );
+    }
+  } finally {
+    await source.close();
+  }
+  gunzip.end();
+  await done;
 }
 
 async function inflateIntoOneBuffer(file, hash, copyEvery) {
@@ -85,13 +124,16 @@ async function inflateIntoOneBuffer(file, hash, copyEvery) {
 }
 
 const [file, mode = "stream", every = "0"] = process.argv.slice(2);
-if (!file || !["stream", "reused"].includes(mode)) {
-  console.error("usage: node bench/inflate-rss.mjs FILE stream|reused [N]");
+if (!file || !["stream", "reused", "detached"].includes(mode)) {
+  console.error(
+    "usage: node bench/inflate-rss.mjs FILE stream|reused [N]|detached",
+  );
   process.exit(2);
 }
 const hash = createHash("sha256");
 const started = performance.now();
 if (mode === "stream") await inflateWithStream(file, hash);
+else if (mode === "detached") await inflateAndDetach(file, hash);
 else await inflateIntoOneBuffer(file, hash, Number(every));
 const seconds = (performance.now() - started) / 1000;
 const peakMiB = process.resourceUsage().maxRSS / 1024;
