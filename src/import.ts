@@ -612,42 +612,55 @@ async function importWithSession(
     const direct = !options.docker;
     const layerBlobs = new Map<string, Map<string, Promise<LayerBlob>>>();
     const inspectors = new Map<string, ImageTarballInspector>();
-    const contents = await readArchive(options.archive, {
-      emit: (event) =>
-        event.type === "warning" ? warn(event.message) : emit(event),
-      stager,
-      signal: options.signal,
-      onTarball: engine
-        ? (entry, inspector) => loadIntoEngine(engine, entry, inspector)
-        : undefined,
-      layerConsumer: direct
-        ? (tarball) => {
-            const blobs = new Map<string, Promise<LayerBlob>>();
-            layerBlobs.set(tarball, blobs);
-            return async (path, size, body) => {
-              // The tarball reads on once the layer is read; its compression
-              // finishes behind, and the blob is awaited before publishing.
-              const read = layers.add(body, size, `${tarball}: ${path}`);
-              const blob = read.then((handle) => handle.blob);
-              blob.catch(() => undefined);
-              blobs.set(path, blob);
-              await read;
-            };
-          }
-        : undefined,
-      onTarballRead: (tarball, inspector) => inspectors.set(tarball, inspector),
-      onTarballAdded: direct
-        ? (record, soFar) => {
-            const blobs = layerBlobs.get(record.entry);
-            if (blobs) {
-              staging.push(
-                stageEarly(record, soFar, blobs, publisher, options),
-              );
+    let contents: ArchiveContents | undefined;
+    try {
+      contents = await readArchive(options.archive, {
+        emit: (event) =>
+          event.type === "warning" ? warn(event.message) : emit(event),
+        stager,
+        signal: options.signal,
+        onTarball: engine
+          ? (entry, inspector) => loadIntoEngine(engine, entry, inspector)
+          : undefined,
+        layerConsumer: direct
+          ? (tarball) => {
+              const blobs = new Map<string, Promise<LayerBlob>>();
+              layerBlobs.set(tarball, blobs);
+              return async (path, size, body) => {
+                // The tarball reads on once the layer is read; its compression
+                // finishes behind, and the blob is awaited before publishing.
+                const read = layers.add(body, size, `${tarball}: ${path}`);
+                const blob = read.then((handle) => handle.blob);
+                blob.catch(() => undefined);
+                blobs.set(path, blob);
+                await read;
+              };
             }
-          }
-        : undefined,
-    });
+          : undefined,
+        onTarballRead: (tarball, inspector) =>
+          inspectors.set(tarball, inspector),
+        onTarballAdded: direct
+          ? (record, soFar) => {
+              const blobs = layerBlobs.get(record.entry);
+              if (blobs) {
+                staging.push(
+                  stageEarly(record, soFar, blobs, publisher, options),
+                );
+              }
+            }
+          : undefined,
+      });
+    } catch (error) {
+      // Stopped while reading: the blobs placed so far are reported, as
+      // after a stop while publishing.
+      if (!options.signal?.aborted) throw error;
+    }
     await Promise.allSettled(staging);
+    if (!contents) {
+      recordAbort(options, result);
+      result.durationMs = Date.now() - started;
+      return result;
+    }
     const plan = checkPlan(contents, options, result, emit, warn);
 
     if (direct) {
@@ -748,14 +761,17 @@ async function stopOnAbort(
   } catch (error) {
     if (!options.signal?.aborted) throw error;
   }
-  if (options.signal?.aborted) {
-    result.failures.push({
-      item: options.archive,
-      code: "ABORTED",
-      message:
-        "the import was stopped before it finished; run the same command again to finish it, and what is already in place is not uploaded again",
-    });
-  }
+  if (options.signal?.aborted) recordAbort(options, result);
+}
+
+/** Records in the result that the import was stopped before it finished. */
+function recordAbort(options: ImportOptions, result: ImportResult): void {
+  result.failures.push({
+    item: options.archive,
+    code: "ABORTED",
+    message:
+      "the import was stopped before it finished; run the same command again to finish it, and what is already in place is not uploaded again",
+  });
 }
 
 /** Builds the plan and throws `PLAN_INVALID` with every problem, before anything is published. */

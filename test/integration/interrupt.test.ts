@@ -95,6 +95,10 @@ describe.skipIf(env === undefined)("interrupted import", () => {
 
       expect(stopped.code, stopped.stderr).toBe(130);
       expect(stopped.stderr).toContain("SIGINT: stopping");
+      // A summary follows in either phase, with what was placed before the stop.
+      expect(stopped.stdout).toContain(
+        "the import was stopped before it finished",
+      );
       expect(await readdir(temp)).toEqual([]);
       const outputs = await readdir(join(folder, "ppa-import")).catch(() => []);
       expect(outputs.filter((name) => name.startsWith(".staging"))).toEqual([]);
