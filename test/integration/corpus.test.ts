@@ -51,6 +51,29 @@ async function importCorpusWith(
   return { cwd, ...run };
 }
 
+/**
+ * Reads the summary lines of an import to a registry in a document, for
+ * `repository` in namespace `team`: each reference with the first 8 hex
+ * digits of the digest shown beside it.
+ */
+async function documentedDigests(
+  document: string,
+  repository: string,
+): Promise<{ reference: string; prefix: string }[]> {
+  const text = await readFile(
+    new URL(`../../${document}`, import.meta.url),
+    "utf8",
+  );
+  const pattern = new RegExp(
+    `[\\w.]+(?::\\d+)?/team/(${repository.replace("/", "\\/")}[-\\w]*:\\S+)  sha256:([0-9a-f]{8})…`,
+    "g",
+  );
+  return [...text.matchAll(pattern)].map(([, reference, prefix]) => ({
+    reference,
+    prefix,
+  }));
+}
+
 describe.skipIf(!ready).each(paths)("import of the corpus $name", (path) => {
   const registry = new RegistryReader(env?.registry ?? "");
   const importCorpus = (
@@ -76,6 +99,19 @@ describe.skipIf(!ready).each(paths)("import of the corpus $name", (path) => {
       );
       expect(first.stdout).toContain(`Manifest lists:`);
     });
+
+    it.runIf(path.options.length === 0)(
+      "prints the digests that docs/usage.md shows",
+      async () => {
+        const shown = await documentedDigests("docs/usage.md", "ibmcom/minio");
+        expect(shown).toHaveLength(2);
+        for (const { reference, prefix } of shown) {
+          expect(first.stdout).toContain(
+            `/${namespace}/${reference}  sha256:${prefix}`,
+          );
+        }
+      },
+    );
 
     it("pushes six per-architecture image manifests whose configs say their architecture", async () => {
       for (const [name, tag] of [
@@ -240,6 +276,19 @@ describe.skipIf(!ready).each(paths)("import of the corpus $name", (path) => {
       });
       expect(list?.json.manifests[0].digest).toBe(image?.digest);
     });
+
+    it.runIf(path.options.length === 0)(
+      "prints the digests that README.md shows",
+      async () => {
+        const shown = await documentedDigests("README.md", "ibmcom/mq");
+        expect(shown.length).toBeGreaterThanOrEqual(2);
+        for (const { reference, prefix } of shown) {
+          expect(run.stdout).toContain(
+            `/${namespace}/${reference}  sha256:${prefix}`,
+          );
+        }
+      },
+    );
 
     it("writes the chart with image.repository rewritten", async () => {
       const values = (
