@@ -663,7 +663,13 @@ function foreignRegistryWarnings(
   const listed = new Set(options.spec.registryKeys);
   const warnings: string[] = [];
   const seen = new Set<string>();
-  const check = (file: string, path: string[], key: string, next: string) => {
+  /** `rewrittenNow` names the rewritten keys, e.g. "a.repository now starts". */
+  const check = (
+    file: string,
+    path: string[],
+    key: string,
+    rewrittenNow: string,
+  ) => {
     if (listed.has(key) || seen.has(`${file}\0${key}`)) return;
     seen.add(`${file}\0${key}`);
     const text = files.text(file);
@@ -673,7 +679,7 @@ function foreignRegistryWarnings(
     const value = found.value.trim();
     if (value === "" || value === options.registry) return;
     warnings.push(
-      `chart ${options.chartEntry}, ${file}: ${key} is "${found.value}" and is not in registry-keys, so a template that composes it with ${next} pulls from ${value}, not from ${options.registry}. List ${key} in registry-keys in the manifest, so that both keys are rewritten to compose ${options.registry}/${options.namespace}/PATH.`,
+      `chart ${options.chartEntry}, ${file}: ${key} is "${found.value}" and is not in registry-keys. ${rewrittenNow} with ${options.registry}/${options.namespace}/, so a template that joins the two pulls ${value}/${options.registry}/${options.namespace}/PATH, which no registry serves. List ${key} in registry-keys in the manifest, so that both keys are rewritten to compose ${options.registry}/${options.namespace}/PATH.`,
     );
   };
   for (const resolved of rewritten) {
@@ -682,14 +688,14 @@ function foreignRegistryWarnings(
       ...resolved.key.split(".").slice(0, -1),
       "registry",
     ].join(".");
-    check(resolved.file, siblingPath, siblingKey, resolved.key);
+    check(resolved.file, siblingPath, siblingKey, `${resolved.key} now starts`);
   }
   if (rewritten.length > 0) {
     check(
       `${context.top}/values.yaml`,
       ["global", "imageRegistry"],
       "global.imageRegistry",
-      "the image repositories",
+      "The image repositories now start",
     );
   }
   return warnings;

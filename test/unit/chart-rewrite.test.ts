@@ -807,8 +807,14 @@ describe("rewriteChart", () => {
     expect(result.warnings[0]).toContain(
       "List mariadb.image.registry in registry-keys in the manifest",
     );
+    expect(result.warnings[0]).toContain(
+      `a template that joins the two pulls docker.io/${R}/${N}/PATH, which no registry serves`,
+    );
     expect(result.warnings[1]).toContain(
       'global.imageRegistry is "quay.io" and is not in registry-keys',
+    );
+    expect(result.warnings[1]).toContain(
+      `The image repositories now start with ${R}/${N}/`,
     );
   });
 
