@@ -45,7 +45,11 @@ import { failureOf, reportFailure } from "./publish/shared.js";
 import { DirectPublisher, type TarballBlobs } from "./publish/direct.js";
 import { OciLayoutTarget } from "./publish/oci-layout.js";
 import { RegistryTarget } from "./publish/registry-target.js";
-import { checkHost, checkReference, checkRepositoryPath } from "./reference.js";
+import {
+  checkReference,
+  checkRegistryOption,
+  checkRepositoryPath,
+} from "./reference.js";
 import {
   RegistryClient,
   type RetryOptions,
@@ -148,7 +152,7 @@ export function checkOptions(options: ImportOptions): void {
   const problems: string[] = [];
   if (!options.archive) problems.push("no archive given (--archive FILE)");
   if (options.registry && !options.registry.startsWith("oci:")) {
-    const registryProblem = checkHost(options.registry);
+    const registryProblem = checkRegistryOption(options.registry);
     if (registryProblem) problems.push(registryProblem);
   }
   if (options.registry === "oci:") {

@@ -26,7 +26,7 @@ import type {
   SkippedItem,
   TarballRecord,
 } from "./plan.js";
-import { checkHost, checkRepositoryPath } from "./reference.js";
+import { checkRegistryOption, checkRepositoryPath } from "./reference.js";
 import {
   trackTemporaryFolder,
   untrackTemporaryFolder,
@@ -165,7 +165,7 @@ function checkOptions(options: InspectOptions): void {
   if (registry === "oci:") {
     problems.push("--registry oci: needs a folder, e.g. oci:./images");
   } else if (registry !== undefined && !registry.startsWith("oci:")) {
-    const registryProblem = checkHost(registry);
+    const registryProblem = checkRegistryOption(registry);
     if (registryProblem) problems.push(registryProblem);
   }
   if (options.namespace !== undefined) {

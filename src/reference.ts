@@ -105,6 +105,25 @@ export function checkHost(value: string): string | undefined {
   return `"${value}" is not a registry host (expected HOST or HOST:PORT, e.g. registry.example.com or 127.0.0.1:5000)`;
 }
 
+/**
+ * Returns why a `--registry` value is invalid, with the fix for a URL or a
+ * value with a path, or undefined when it is valid.
+ */
+export function checkRegistryOption(value: string): string | undefined {
+  const problem = checkHost(value);
+  if (!problem) return undefined;
+  const url = /^([a-z][a-z0-9+.-]*):\/\/([^/]*)(.*)$/i.exec(value);
+  const [host, rest] = url ? [url[2], url[3]] : value.split(/(?=\/)/, 2);
+  if (checkHost(host) !== undefined) return problem;
+  // The API root /v2/ is not part of a namespace.
+  const path = (rest ?? "").replace(/^\/+|\/+$/g, "").replace(/^v2(\/|$)/, "");
+  const fix = `write --registry ${host}${path ? ` --namespace ${path}` : ""}`;
+  if (url) {
+    return `${problem}: ${fix}, without "${url[1]}://"; ppa-load uses HTTPS, and plain HTTP for a loopback host or with --insecure`;
+  }
+  return `${problem}: ${fix}`;
+}
+
 /** Returns why a full reference is invalid, or undefined when it is valid. */
 export function checkReference(text: string): string | undefined {
   const ref = parseReference(text);

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 
 import {
   checkHost,
+  checkRegistryOption,
   checkReference,
   checkRepositoryPath,
   checkTag,
@@ -118,6 +119,34 @@ describe("checkHost", () => {
       expect(checkHost(host)).toBeDefined();
     },
   );
+});
+
+describe("checkRegistryOption", () => {
+  it.each([
+    [
+      "http://127.0.0.1:5077",
+      'write --registry 127.0.0.1:5077, without "http://"',
+    ],
+    [
+      "https://registry.example.com/v2/",
+      "write --registry registry.example.com,",
+    ],
+    [
+      "https://registry.example.com/team/apps/",
+      "write --registry registry.example.com --namespace team/apps,",
+    ],
+    ["127.0.0.1:5077/team", "write --registry 127.0.0.1:5077 --namespace team"],
+  ])("gives the fix for %s", (value, fix) => {
+    expect(checkRegistryOption(value)).toContain("is not a registry host");
+    expect(checkRegistryOption(value)).toContain(fix);
+  });
+
+  it("accepts a host and gives no fix for a value that is not one", () => {
+    expect(checkRegistryOption("registry.example.com:5000")).toBeUndefined();
+    expect(checkRegistryOption("bad host")).toMatch(
+      /registry host \(expected HOST or HOST:PORT, [^)]*\)$/,
+    );
+  });
 });
 
 describe("checkReference", () => {
