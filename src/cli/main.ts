@@ -707,6 +707,13 @@ export async function main(
   },
 ): Promise<number> {
   let exitCode: number = ExitCode.success;
+  if (argv.length <= 2) {
+    // Commander would name only the first missing required option.
+    io.stderr.write(
+      "error: no archive and no namespace given\nhint: run ppa-load --archive FILE.tgz --namespace NAMESPACE [--registry HOST[:PORT]], or ppa-load --help for every option\n",
+    );
+    return ExitCode.usage;
+  }
   const program = buildProgram(io, (code) => (exitCode = code));
   try {
     await program.parseAsync(argv);
