@@ -18,7 +18,7 @@ import type { Readable, Writable } from "node:stream";
  * that is still in use, so code releases only the chunks it was given with one.
  */
 
-/** Size under which buffers are left to V8, because Node.js shares its 8 KiB pool buffers between unrelated Buffers. */
+/** Size under which buffers are left to V8, as not worth the bookkeeping. */
 const minimumSize = 64 * 1024;
 
 const references = new WeakMap<ArrayBufferLike, number>();
@@ -30,7 +30,13 @@ const references = new WeakMap<ArrayBufferLike, number>();
  */
 export function adopt(chunk: Buffer): void {
   const buffer = chunk.buffer;
-  if (buffer.byteLength < minimumSize || !(buffer instanceof ArrayBuffer)) {
+  // Node.js cuts small Buffers from a shared pool buffer (`Buffer.poolSize`:
+  // 8 KiB in Node.js 22, 64 KiB in 24), which must never be detached.
+  if (
+    buffer.byteLength < minimumSize ||
+    buffer.byteLength <= Buffer.poolSize ||
+    !(buffer instanceof ArrayBuffer)
+  ) {
     return;
   }
   references.set(buffer, (references.get(buffer) ?? 0) + 1);
@@ -52,7 +58,11 @@ export function release(chunk: Buffer): void {
     return;
   }
   references.delete(buffer);
-  (buffer as ArrayBuffer).transfer(0);
+  try {
+    (buffer as ArrayBuffer).transfer(0);
+  } catch {
+    // A buffer that Node.js marked as not detachable is left to V8.
+  }
 }
 
 /**
@@ -222,14 +232,17 @@ export function pipeReleasing(
 }
 
 /**
- * Writes a byte stream into a tar parser in whole 512-byte blocks. node-tar
- * keeps a view of a block that a chunk cuts off until the next write, so a
- * copy of that part is kept here instead. No chunk is then used after its
- * write returns.
+ * Writes a byte stream into a tar parser in whole 512-byte blocks, and keeps
+ * a reference to each chunk until the next write. node-tar keeps a view of a
+ * block that a write cuts off, so the cut-off part is copied here instead.
+ * After the end-of-archive blocks it keeps a view of the rest of the chunk,
+ * which it copies into a new buffer at the next write or reads at the end.
  */
 export class BlockAlignedWriter {
   readonly #write: (chunk: Buffer) => boolean;
   #partial: Buffer | undefined;
+  /** The chunk of the last write, which the parser may still view. */
+  #previous: Buffer | undefined;
 
   constructor(write: (chunk: Buffer) => boolean) {
     this.#write = write;
@@ -237,12 +250,14 @@ export class BlockAlignedWriter {
 
   /** Writes the whole blocks that `chunk` completes. Returns false when the parser is full. */
   write(chunk: Buffer): boolean {
+    retain(chunk);
     let ready = true;
     let offset = 0;
     if (this.#partial) {
       const missing = 512 - this.#partial.length;
       if (chunk.length < missing) {
         this.#partial = Buffer.concat([this.#partial, chunk]);
+        this.#keep(chunk);
         return true;
       }
       const block = Buffer.concat([this.#partial, chunk.subarray(0, missing)]);
@@ -255,13 +270,28 @@ export class BlockAlignedWriter {
       ready = this.#write(chunk.subarray(offset, end)) && ready;
     }
     if (end < chunk.length) this.#partial = Buffer.from(chunk.subarray(end));
+    this.#keep(chunk);
     return ready;
   }
 
-  /** Writes the bytes after the last whole block, before the parser ends. */
-  flush(): void {
+  /**
+   * Writes the bytes after the last whole block and calls `endParser`, then
+   * releases the last chunk.
+   */
+  end(endParser: () => void): void {
     const rest = this.#partial;
     this.#partial = undefined;
-    if (rest) this.#write(rest);
+    try {
+      if (rest) this.#write(rest);
+      endParser();
+    } finally {
+      this.#keep(undefined);
+    }
+  }
+
+  /** Keeps `chunk` in place of the chunk before, which the parser no longer views. */
+  #keep(chunk: Buffer | undefined): void {
+    if (this.#previous) release(this.#previous);
+    this.#previous = chunk;
   }
 }

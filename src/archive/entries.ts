@@ -201,10 +201,7 @@ export async function* readArchiveEntries(
     },
     final(callback) {
       try {
-        if (!finished && !failure) {
-          blocks.flush();
-          parser.end();
-        }
+        if (!finished && !failure) blocks.end(() => parser.end());
       } catch (error) {
         onTarProblem(error as Error);
       }

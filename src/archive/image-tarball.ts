@@ -133,8 +133,7 @@ export class ImageTarballInspector {
       await new Promise<void>((resolve) => {
         this.#parser.on("end", () => resolve());
         this.#parser.on("abort", () => resolve());
-        this.#blocks.flush();
-        this.#parser.end();
+        this.#blocks.end(() => this.#parser.end());
       });
       await Promise.allSettled(this.#layerWork);
       if (this.#layerError) throw this.#layerError;

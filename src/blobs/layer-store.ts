@@ -640,10 +640,12 @@ function fileBlob(
     size,
     mediaType,
     ...extra,
-    // Each read is new, so its chunks are freed once they are sent.
+    // Each read is new, so its chunks are freed once they are sent. The
+    // chunks are larger than Node.js 24's 64 KiB pool buffers, which are not.
     open: () =>
-      Readable.from(adoptedChunks(createReadStream(file)), {
-        objectMode: false,
-      }),
+      Readable.from(
+        adoptedChunks(createReadStream(file, { highWaterMark: 256 * 1024 })),
+        { objectMode: false },
+      ),
   };
 }
