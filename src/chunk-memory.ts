@@ -80,9 +80,9 @@ export class ZlibOutput {
   }
 
   /**
-   * Adopts an output chunk, which the caller then references. A chunk that is not
-   * in one of zlib's own buffers, such as one that a stream joined from
-   * several, is left to V8.
+   * Adopts an output chunk with one reference for the caller. A chunk that
+   * is not in one of zlib's own buffers, such as one that a stream joined
+   * from several, is left to V8.
    */
   adopt(chunk: Buffer): void {
     if (chunk.buffer.byteLength !== this.#chunkSize) return;
