@@ -1578,6 +1578,8 @@ function* slices(buffer: Buffer, size: number): Generator<Buffer> {
   }
 }
 
+const noBytes = Buffer.alloc(0);
+
 /**
  * A stream of a blob's bytes that fails, and records why, when the bytes
  * cannot be read or do not match the blob's size or digest.
@@ -1681,7 +1683,7 @@ class BlobReader {
   #stream: BlobStream | undefined;
   #chunks: AsyncIterator<Buffer> | undefined;
   /** Bytes read from the stream but not yet returned or skipped. */
-  #pending: Buffer = Buffer.alloc(0);
+  #pending: Buffer = noBytes;
   /** Offset in the blob of the first pending byte. */
   #position = 0;
   /** Number of the newest slice. Only that slice may read. */
@@ -1794,9 +1796,15 @@ class BlobReader {
   /** Moves past `count` pending bytes, and releases the chunk once all of it is passed. */
   #consume(count: number): void {
     const chunk = this.#pending;
-    this.#pending = chunk.subarray(count);
     this.#position += count;
-    if (chunk.length > 0 && this.#pending.length === 0) release(chunk);
+    if (count < chunk.length) {
+      this.#pending = chunk.subarray(count);
+      return;
+    }
+    // Not an empty view of the chunk: its buffer is freed once the last piece
+    // is sent, and a view of a freed buffer cannot be cut again.
+    this.#pending = noBytes;
+    if (chunk.length > 0) release(chunk);
   }
 }
 

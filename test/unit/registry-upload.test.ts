@@ -10,6 +10,7 @@ import { Readable } from "node:stream";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
 import type { BlobSource } from "../../src/blobs/blob.js";
+import { adopt } from "../../src/chunk-memory.js";
 import { PpaLoadError } from "../../src/errors.js";
 import { RegistryTarget } from "../../src/publish/registry-target.js";
 import {
@@ -492,6 +493,31 @@ describe("RegistryClient.uploadBlob in chunks", () => {
     expect(put.url).toContain(`&digest=${encodeURIComponent(blob.digest)}`);
     expect(registry.blobs.get(`ns/app@${blob.digest}`)).toEqual(blob.bytes);
     expect(blob.opens).toBe(1);
+  });
+
+  it("sends chunks of adopted buffers that end with a chunk", async () => {
+    const registry = await startRegistry();
+    const bytes = randomBytes(4 * 256 * 1024);
+    const blob = testBlob(bytes);
+    // Each piece is in a buffer of its own, freed once sent, and every
+    // request ends where a piece ends.
+    blob.open = () => {
+      blob.opens++;
+      const pieces: Buffer[] = [];
+      for (let i = 0; i < bytes.length; i += 256 * 1024) {
+        const piece = Buffer.from(bytes.subarray(i, i + 256 * 1024));
+        adopt(piece);
+        pieces.push(piece);
+      }
+      return Readable.from(pieces);
+    };
+
+    await clientFor(registry).uploadBlob("ns/app", blob, {
+      chunkSize: 512 * 1024,
+    });
+
+    expect(registry.of("PATCH")).toHaveLength(2);
+    expect(registry.blobs.get(`ns/app@${blob.digest}`)).toEqual(bytes);
   });
 
   it("raises the chunk size to OCI-Chunk-Min-Length", async () => {
