@@ -66,6 +66,18 @@ export function release(chunk: Buffer): void {
 }
 
 /**
+ * Joins chunks into one, which the caller then holds, and releases them. A
+ * single chunk is returned as it is.
+ */
+export function joinChunks(chunks: Buffer[]): Buffer {
+  if (chunks.length === 1) return chunks[0];
+  const whole = Buffer.concat(chunks);
+  for (const chunk of chunks) release(chunk);
+  adopt(whole);
+  return whole;
+}
+
+/**
  * Adopts the output of a zlib stream. zlib writes consecutive chunks into
  * one buffer until it is full, so each buffer keeps an extra reference until
  * zlib moves on to the next one or ends.

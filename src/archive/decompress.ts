@@ -3,8 +3,8 @@ import { createGunzip } from "node:zlib";
 
 import {
   ZlibOutput,
+  joinChunks,
   pipeReleasing,
-  release,
   writtenChunks,
 } from "../chunk-memory.js";
 import { PpaLoadError } from "../errors.js";
@@ -188,19 +188,11 @@ async function peek(
   let size = 0;
   while (size < length) {
     const next = await iterator.next();
-    if (next.done) return { head: joined(chunks), done: true };
+    if (next.done) return { head: joinChunks(chunks), done: true };
     chunks.push(next.value);
     size += next.value.length;
   }
-  return { head: joined(chunks), done: false };
-}
-
-/** Joins chunks into one, and releases them; a single chunk is returned as it is. */
-function joined(chunks: Buffer[]): Buffer {
-  if (chunks.length === 1) return chunks[0];
-  const head = Buffer.concat(chunks);
-  for (const chunk of chunks) release(chunk);
-  return head;
+  return { head: joinChunks(chunks), done: false };
 }
 
 async function* replay(

@@ -6,7 +6,7 @@ import { PassThrough, Readable, type Transform, Writable } from "node:stream";
 import { finished, pipeline } from "node:stream/promises";
 import zlib, { createGunzip } from "node:zlib";
 
-import { adopt, adoptedChunks, release } from "../chunk-memory.js";
+import { adopt, adoptedChunks, joinChunks, release } from "../chunk-memory.js";
 import { PpaLoadError } from "../errors.js";
 import {
   trackTemporaryFolder,
@@ -128,7 +128,7 @@ export class LayerStore {
         headLength += next.value.length;
       }
     }
-    const prefix = joined(head);
+    const prefix = joinChunks(head);
     const rest: AsyncIterable<Buffer> = {
       [Symbol.asyncIterator]: () =>
         done ? (async function* () {})()[Symbol.asyncIterator]() : iterator,
@@ -570,15 +570,6 @@ async function tailAfterStream(
   } finally {
     await handle.close();
   }
-}
-
-/** Joins the first chunks of a layer into one, and releases them; a single chunk is kept as it is. */
-function joined(chunks: Buffer[]): Buffer {
-  if (chunks.length === 1) return chunks[0];
-  const whole = Buffer.concat(chunks);
-  for (const chunk of chunks) release(chunk);
-  adopt(whole);
-  return whole;
 }
 
 /** Writes a file, and releases each chunk once it is on disk. */
