@@ -156,9 +156,13 @@ export function formatInspection(result: InspectResult): string {
   if (result.references.length > 0) {
     lines.push("Images to publish:");
     for (const ref of result.references) {
+      // The manifest's name is not always the one the tarball carries.
+      const origin = ref.declaredAs
+        ? `named ${ref.declaredAs.name} in ${ref.declaredAs.files.join(" and ")}; image from ${ref.tarball}`
+        : `from ${ref.source} in ${ref.tarball}`;
       lines.push(
         `  ${ref.target}`,
-        `    from ${ref.source} in ${ref.tarball}, ${formatPlatform(ref.platform)}`,
+        `    ${origin}, ${formatPlatform(ref.platform)}`,
       );
     }
   }

@@ -290,7 +290,7 @@ describe.skipIf(!ready)("inspect of the corpus", () => {
         `    ${shortId}  ibmcom/mq:9.1.5.0-r1-amd64  linux/amd64  2 layers, 1.9 MiB`,
         "Images to publish:",
         `  ${prefix}/ibmcom/mq:9.1.5.0-r1-amd64`,
-        `    from ibmcom/mq:9.1.5.0-r1-amd64 in ${tarball}, linux/amd64`,
+        `    named ibmcom/mq:9.1.5.0-r1-amd64 in manifest.yaml; image from ${tarball}, linux/amd64`,
         "Manifest lists to publish:",
         `  ${prefix}/ibmcom/mq:9.1.5.0-r1`,
         "    ibmcom/mq:9.1.5.0-r1 over linux/amd64",
