@@ -176,9 +176,15 @@ export async function* writtenChunks(stream: {
     failure ??= { error };
     notify();
   };
+  // A stream destroyed without an error closes without ending, and would
+  // otherwise leave the iteration waiting.
+  const onClose = () => {
+    if (!ended) onError(new Error("the stream closed before its end"));
+  };
   stream.on("data", onData);
   stream.on("end", onEnd);
   stream.on("error", onError);
+  stream.on("close", onClose);
   try {
     for (;;) {
       const chunk = queue.shift();
@@ -196,6 +202,7 @@ export async function* writtenChunks(stream: {
     stream.off("data", onData);
     stream.off("end", onEnd);
     stream.off("error", onError);
+    stream.off("close", onClose);
   }
 }
 

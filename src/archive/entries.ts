@@ -1,14 +1,14 @@
 import { createReadStream } from "node:fs";
 import { open } from "node:fs/promises";
 import { posix } from "node:path";
-import { Readable, Transform, Writable } from "node:stream";
+import { Readable, Writable } from "node:stream";
 import { Parser, type ReadEntry } from "tar";
 
 import { LineBreakSample, lineBreakHint, tarBytes } from "./decompress.js";
 
 import {
   BlockAlignedWriter,
-  adopt,
+  adoptedChunks,
   discard,
   retainEntryChunks,
   release,
@@ -146,27 +146,19 @@ export async function* readArchiveEntries(
   options.signal?.addEventListener("abort", onAbort, { once: true });
   // A signal aborted before the call fires no event.
   if (options.signal?.aborted) onAbort();
-  let bytesRead = 0;
-  const onBytesRead = options.onBytesRead;
   // Each chunk read is freed once it has been inflated or parsed.
-  const counted = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      adopt(chunk);
+  async function* counted(): AsyncGenerator<Buffer> {
+    let bytesRead = 0;
+    for await (const chunk of adoptedChunks(source)) {
       bytesRead += chunk.length;
-      onBytesRead?.(bytesRead);
-      callback(null, chunk);
-    },
-  });
-  source.on("error", (error) => counted.destroy(error));
-  source.on("close", () => {
-    if (!source.readableEnded) counted.destroy();
-  });
-  source.pipe(counted);
+      options.onBytesRead?.(bytesRead);
+      yield chunk;
+    }
+  }
   // Byte mode: an object-mode stream would read up to 16 chunks ahead.
-  const bytes = Readable.from(
-    tarBytes(writtenChunks(counted), file, "ARCHIVE_UNREADABLE"),
-    { objectMode: false },
-  );
+  const bytes = Readable.from(tarBytes(counted(), file, "ARCHIVE_UNREADABLE"), {
+    objectMode: false,
+  });
   bytes.on("error", (error) =>
     fail(
       error instanceof PpaLoadError

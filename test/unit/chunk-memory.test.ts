@@ -130,6 +130,17 @@ describe("writtenChunks", () => {
     expect(chunks[0].buffer).toBe(tar.buffer);
   });
 
+  it("throws when the stream closes early", async () => {
+    const stream = new PassThrough();
+    stream.write("a");
+    setImmediate(() => stream.destroy());
+    await expect(async () => {
+      for await (const _chunk of writtenChunks(stream)) {
+        // Read on until the stream closes.
+      }
+    }).rejects.toThrow("the stream closed before its end");
+  });
+
   it("throws the stream's error", async () => {
     const stream = new PassThrough();
     stream.write("a");
