@@ -14,9 +14,9 @@ import { PpaLoadError } from "../errors.js";
  * the thread pool per 16 KiB, and every chunk then passes through the tar
  * parsers, the hashes and a file write. Chunks are freed once written, so
  * their size also sets the memory that the stages hold. In single runs of
- * the benchmark import, 256 KiB peaked at 102 to 106 MB at scale 1 (7.5 to
- * 7.7 s) and 115 MB at scale 4, against 116 to 118 MB (6.7 to 7.0 s) and
- * 126 MB with 1 MiB.
+ * the benchmark import, 256 KiB chunks peaked at 102 to 106 MB at scale 1
+ * (7.5 to 7.7 s) and at 115 MB at scale 4. 1 MiB chunks peaked at 116 to
+ * 118 MB (6.7 to 7.0 s) and at 126 MB.
  */
 const inflateChunkSize = 256 * 1024;
 

@@ -54,7 +54,7 @@ async function importCorpusWith(
 /**
  * Reads the summary lines of an import to a registry in a document, for
  * `repository` in namespace `team`: each reference with the first 8 hex
- * digits of the digest shown beside it.
+ * digits of the digest printed beside it.
  */
 async function documentedDigests(
   document: string,
@@ -103,9 +103,12 @@ describe.skipIf(!ready).each(paths)("import of the corpus $name", (path) => {
     it.runIf(path.options.length === 0)(
       "prints the digests that docs/usage.md shows",
       async () => {
-        const shown = await documentedDigests("docs/usage.md", "ibmcom/minio");
-        expect(shown).toHaveLength(2);
-        for (const { reference, prefix } of shown) {
+        const documented = await documentedDigests(
+          "docs/usage.md",
+          "ibmcom/minio",
+        );
+        expect(documented).toHaveLength(2);
+        for (const { reference, prefix } of documented) {
           expect(first.stdout).toContain(
             `/${namespace}/${reference}  sha256:${prefix}`,
           );
@@ -280,9 +283,9 @@ describe.skipIf(!ready).each(paths)("import of the corpus $name", (path) => {
     it.runIf(path.options.length === 0)(
       "prints the digests that README.md shows",
       async () => {
-        const shown = await documentedDigests("README.md", "ibmcom/mq");
-        expect(shown.length).toBeGreaterThanOrEqual(2);
-        for (const { reference, prefix } of shown) {
+        const documented = await documentedDigests("README.md", "ibmcom/mq");
+        expect(documented.length).toBeGreaterThanOrEqual(2);
+        for (const { reference, prefix } of documented) {
           expect(run.stdout).toContain(
             `/${namespace}/${reference}  sha256:${prefix}`,
           );

@@ -141,8 +141,11 @@ describe("checkRegistryOption", () => {
     expect(checkRegistryOption(value)).toContain(fix);
   });
 
-  it("accepts a host and gives no fix for a value that is not one", () => {
+  it("accepts a host", () => {
     expect(checkRegistryOption("registry.example.com:5000")).toBeUndefined();
+  });
+
+  it("adds no fix to other invalid values", () => {
     expect(checkRegistryOption("bad host")).toMatch(
       /registry host \(expected HOST or HOST:PORT, [^)]*\)$/,
     );
